@@ -1,0 +1,3 @@
+"""precond: preconditioned optimization that lets the matrix do the work."""
+
+__version__ = "0.1.0"

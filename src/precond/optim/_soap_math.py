@@ -1,0 +1,115 @@
+"""The math of one SOAP step on a batch of same-shaped blocks (no optimizer bookkeeping).
+
+SOAP (Vyas et al. 2024, arXiv 2409.11321, Algorithm 3): run Adam in the eigenbasis of Shampoo's Kronecker
+factors ``L = EMA(G Gᵀ)``, ``R = EMA(Gᵀ G)``, refreshing the basis every ``precondition_frequency`` steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from precond.linalg import contract_all_but, eigh_robust, project, project_back, refresh_eigenbasis
+
+
+def _decay(beta: float, keep: torch.Tensor | None) -> float | torch.Tensor:
+    """EMA decay that becomes 1 (state untouched) for a skipped, non-finite step."""
+    return beta if keep is None else 1.0 - (1.0 - beta) * keep
+
+
+def soap_block_step_(
+    grads: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    step: torch.Tensor,
+    factors: Sequence[torch.Tensor | None],
+    bases: Sequence[torch.Tensor | None],
+    fallbacks: torch.Tensor,
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    shampoo_beta: float,
+    eps: float,
+    correct_bias: bool,
+    normalize_grads: bool,
+    reference: bool,
+    initialize: bool,
+    refresh: bool,
+    ok: torch.Tensor | None = None,
+) -> torch.Tensor | None:
+    """Advance the state of ``B`` blocks in place and return the parameter increment ``[B, *shape]``.
+
+    ``grads``/``exp_avg``/``exp_avg_sq`` are ``[B, *shape]`` float32 (moments in eigenbasis coordinates),
+    ``step`` counts applied updates ``[B]``, ``factors``/``bases`` hold ``[B, d, d]`` per dim (``None`` =
+    identity), ``fallbacks`` ``[B]`` counts basis computations that kept the previous basis.
+
+    Order of operations (the reference's, §2.2 of ``soap_anchors.md``): the gradient is projected with the
+    basis from *before* it is added to the factors; factors are updated with the raw gradient; a refresh (one
+    power-iteration + QR step) follows the update and transports the momentum exactly into the new basis.
+    ``initialize`` (a block's first gradient) seeds the factors and takes their ``eigh`` first.  With
+    ``reference=True`` that first call applies no update (returns ``None``), epsilon is added to ``sqrt(v)``
+    before bias correction and the caller applies weight decay after the step; otherwise the update is
+    AdamW's formula in the eigenbasis.  ``ok`` (0-d bool) turns the whole call into a no-op on the state when
+    false (non-finite gradient), without a host synchronisation.
+    """
+    keep = None if ok is None else ok.to(grads.dtype)
+    if ok is not None:
+        grads = torch.where(ok, grads, 0.0)
+    grams = [None if f is None else contract_all_but(grads, i) for i, f in enumerate(factors)]
+
+    def accumulate() -> None:
+        for factor, gram in zip(factors, grams, strict=True):
+            if factor is not None and gram is not None:
+                factor.mul_(_decay(shampoo_beta, keep)).add_(gram, alpha=1.0 - shampoo_beta)
+
+    if initialize:
+        accumulate()
+        for factor, basis in zip(factors, bases, strict=True):
+            if factor is not None and basis is not None:
+                new, failed = eigh_robust(factor, basis)
+                basis.copy_(new)
+                fallbacks.add_(failed)
+        if reference:
+            return None
+
+    g = project(grads, bases)
+    step.add_(1.0 if keep is None else keep)
+    exp_avg.mul_(_decay(beta1, keep)).add_(g, alpha=1.0 - beta1)
+    exp_avg_sq.mul_(_decay(beta2, keep)).addcmul_(g, g, value=1.0 - beta2)
+
+    bshape = (-1,) + (1,) * (grads.dim() - 1)
+    if correct_bias:
+        t = step.clamp(min=1.0)
+        bc1 = 1.0 - beta1**t
+        bc2_sqrt = (1.0 - beta2**t).sqrt()
+    else:
+        bc1 = bc2_sqrt = torch.ones_like(step)
+    if reference:
+        denom = exp_avg_sq.sqrt().add_(eps)
+        scale = lr * bc2_sqrt / bc1
+    else:
+        denom = exp_avg_sq.sqrt().div_(bc2_sqrt.view(bshape)).add_(eps)
+        scale = lr / bc1
+    update = project_back(exp_avg / denom, bases)
+    if normalize_grads:
+        rms = update.square().flatten(1).mean(1).sqrt().add_(1e-30)
+        scale = scale / rms
+    scale = -scale if keep is None else -scale * keep
+    update.mul_(scale.view(bshape))
+
+    if not initialize:
+        accumulate()
+    if refresh:
+        rotations: list[torch.Tensor | None] = []
+        for factor, basis in zip(factors, bases, strict=True):
+            if factor is None or basis is None:
+                rotations.append(None)
+                continue
+            new, failed = refresh_eigenbasis(factor, basis)
+            rotations.append(new.mT @ basis)
+            basis.copy_(new)
+            fallbacks.add_(failed)
+        exp_avg.copy_(project_back(exp_avg, rotations))
+    return update
