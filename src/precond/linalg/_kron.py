@@ -16,11 +16,9 @@ Factors = Sequence[torch.Tensor | None]
 
 def _apply_along(x: torch.Tensor, dim: int, mat: torch.Tensor) -> torch.Tensor:
     """``y[..., a, ...] = sum_k x[..., k, ...] mat[k, a]`` along data dim ``dim`` (0-based, after batch)."""
-    axis = dim + 1
-    moved = x.movedim(axis, -1)
-    extra = moved.dim() - 3
-    out = moved @ mat.view(mat.shape[0], *([1] * extra), *mat.shape[1:])
-    return out.movedim(-1, axis)
+    moved = x.movedim(dim + 1, -1)
+    flat = moved.reshape(x.shape[0], -1, moved.shape[-1])
+    return (flat @ mat).reshape(moved.shape).movedim(-1, dim + 1)
 
 
 def project(x: torch.Tensor, bases: Factors) -> torch.Tensor:

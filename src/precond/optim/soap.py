@@ -47,7 +47,7 @@ class SOAP(Optimizer):
             unrotated (identity), as the reference does.  ``0`` turns SOAP into AdamW.
         merge_dims: how tensors with 3+ dims are viewed: ``"fan_in"`` (default) as ``[shape[0], prod(rest)]``
             — conv kernels as ``[out, in·kh·kw]``, one factor per side; ``True``/``"greedy"`` the reference's
-            rule (multiply consecutive dims while ≤ ``max_precond_dim``, e.g. ``[8192, 3, 3]`` for
+            rule (multiply consecutive dims while ≤ ``max_precond_dim``, e.g. ``[8192, 9]`` for
             ``[128, 64, 3, 3]``); ``False``/``"none"`` one factor per dim.
         blocking: see ``max_precond_dim`` (default ``True``).
         precondition_1d: give 1-D parameters a full ``d×d`` factor (default ``False``: 0-d and 1-d parameters
