@@ -1,0 +1,3 @@
+from precond.demo import main
+
+main()
