@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import torch
@@ -11,7 +12,7 @@ from torch import nn
 def mlp(widths: tuple[int, ...] = (12, 12, 12, 6), seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     layers: list[nn.Module] = []
-    for a, b in zip(widths[:-1], widths[1:], strict=True):
+    for a, b in itertools.pairwise(widths):
         layers += [nn.Linear(a, b), nn.Tanh()]
     return nn.Sequential(*layers[:-1])
 

@@ -83,7 +83,9 @@ def main(argv: list[str] | None = None) -> None:
     for name, factory in candidates.items():
         sweep = {lr: _train(factory(lr), data, max(5, args.steps // 3), args.seed)[0] for lr in lrs}
         best = min(sweep, key=lambda lr: sweep[lr])
-        print(f"\n{name}: best lr {best:g}  (short-run val loss: " + ", ".join(f"{v:.3f}" for v in sweep.values()) + ")")
+        print(
+            f"\n{name}: best lr {best:g}  (short-run val loss: " + ", ".join(f"{v:.3f}" for v in sweep.values()) + ")"
+        )
 
         def show(step: int, val: float, acc: float) -> None:
             print(f"  step {step:5d}   val loss {val:.4f}   val acc {acc:.3f}")

@@ -157,10 +157,7 @@ class ReferenceSOAP(torch.optim.Optimizer):
                 return [torch.zeros(d, d, dtype=torch.float32, device=g.device)]
             return [None]
         work_shape = self.to_work(g, group).shape
-        return [
-            torch.zeros(d, d, dtype=torch.float32, device=g.device) if d <= max_dim else None
-            for d in work_shape
-        ]
+        return [torch.zeros(d, d, dtype=torch.float32, device=g.device) if d <= max_dim else None for d in work_shape]
 
     def update_preconditioner(self, g, state, group):
         """Momentum to the old basis, factor EMA, optional QR refresh, momentum to the new basis."""

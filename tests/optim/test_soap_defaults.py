@@ -185,3 +185,13 @@ def test_nonfinite_refresh_keeps_previous_basis():
     assert failed.tolist() == [False, True, False]
     torch.testing.assert_close(new[1], basis[1])
     assert torch.isfinite(new).all()
+
+
+@pytest.mark.slow
+def test_compiled_elementwise_part_matches_eager():
+    data = batches(mlp(), 15)
+    a, b = mlp(), mlp()
+    eager = train(a, SOAP(a.parameters(), lr=1e-2, precondition_frequency=4), data)
+    compiled = train(b, SOAP(b.parameters(), lr=1e-2, precondition_frequency=4, compile=True), data)
+    for x, y in zip(eager[-1], compiled[-1], strict=True):
+        torch.testing.assert_close(y, x, atol=1e-5, rtol=1e-5)

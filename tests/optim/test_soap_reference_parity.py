@@ -107,7 +107,7 @@ CONFIGS = {
 def test_matches_reference(name):
     make_model, extra = CONFIGS[name]
     kw = {**REF_DEFAULTS, **extra}
-    ref, mine, theirs, ours = _run_pair(make_model, sync=True, **kw)
+    ref, mine, _, ours = _run_pair(make_model, sync=True, **kw)
     _assert_same(ref, mine)
     for p in ours.state:
         assert ours.state[p]["step"].item() == STEPS - 1  # the first call is not an update in the reference

@@ -135,7 +135,5 @@ def plan_layout(
         else:
             per_dim.append([slice(0, size)])
     blocks = tuple(itertools.product(*per_dim))
-    factored = tuple(
-        tuple(wants_factors and (s.stop - s.start) <= max_precond_dim for s in block) for block in blocks
-    )
+    factored = tuple(tuple(wants_factors and (s.stop - s.start) <= max_precond_dim for s in block) for block in blocks)
     return BlockLayout(shape, permutation, merged, blocks, factored)

@@ -6,7 +6,8 @@ factors ``L = EMA(G Gᵀ)``, ``R = EMA(Gᵀ G)``, refreshing the basis every ``p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -16,6 +17,34 @@ from precond.linalg import contract_all_but, eigh_robust, project, project_back,
 def _decay(beta: float, keep: torch.Tensor | None) -> float | torch.Tensor:
     """EMA decay that becomes 1 (state untouched) for a skipped, non-finite step."""
     return beta if keep is None else 1.0 - (1.0 - beta) * keep
+
+
+def adam_direction_(
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    g: torch.Tensor,
+    keep: torch.Tensor | None,
+    bc2_sqrt: torch.Tensor,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    reference: bool,
+) -> torch.Tensor:
+    """Adam's moment updates (in place) and its direction ``m / (sqrt(v)/sqrt(bc2) + eps)``.
+
+    ``reference=True`` uses the reference's ``m / (sqrt(v) + eps)`` (its bias correction is in the step size).
+    """
+    exp_avg.mul_(_decay(beta1, keep)).add_(g, alpha=1.0 - beta1)
+    exp_avg_sq.mul_(_decay(beta2, keep)).addcmul_(g, g, value=1.0 - beta2)
+    denom = exp_avg_sq.sqrt()
+    if not reference:
+        denom = denom.div_(bc2_sqrt)
+    return exp_avg / denom.add_(eps)
+
+
+@functools.cache
+def _compiled_adam_direction() -> Callable[..., torch.Tensor]:
+    return torch.compile(adam_direction_, fullgraph=True)
 
 
 def soap_block_step_(
@@ -38,6 +67,7 @@ def soap_block_step_(
     initialize: bool,
     refresh: bool,
     ok: torch.Tensor | None = None,
+    compiled: bool = False,
 ) -> torch.Tensor | None:
     """Advance the state of ``B`` blocks in place and return the parameter increment ``[B, *shape]``.
 
@@ -52,7 +82,8 @@ def soap_block_step_(
     ``reference=True`` that first call applies no update (returns ``None``), epsilon is added to ``sqrt(v)``
     before bias correction and the caller applies weight decay after the step; otherwise the update is
     AdamW's formula in the eigenbasis.  ``ok`` (0-d bool) turns the whole call into a no-op on the state when
-    false (non-finite gradient), without a host synchronisation.
+    false (non-finite gradient), without a host synchronisation.  ``compiled`` runs the elementwise Adam part
+    through ``torch.compile`` (fused kernels; same math).
     """
     keep = None if ok is None else ok.to(grads.dtype)
     if ok is not None:
@@ -76,9 +107,6 @@ def soap_block_step_(
 
     g = project(grads, bases)
     step.add_(1.0 if keep is None else keep)
-    exp_avg.mul_(_decay(beta1, keep)).add_(g, alpha=1.0 - beta1)
-    exp_avg_sq.mul_(_decay(beta2, keep)).addcmul_(g, g, value=1.0 - beta2)
-
     bshape = (-1,) + (1,) * (grads.dim() - 1)
     if correct_bias:
         t = step.clamp(min=1.0)
@@ -86,13 +114,10 @@ def soap_block_step_(
         bc2_sqrt = (1.0 - beta2**t).sqrt()
     else:
         bc1 = bc2_sqrt = torch.ones_like(step)
-    if reference:
-        denom = exp_avg_sq.sqrt().add_(eps)
-        scale = lr * bc2_sqrt / bc1
-    else:
-        denom = exp_avg_sq.sqrt().div_(bc2_sqrt.view(bshape)).add_(eps)
-        scale = lr / bc1
-    update = project_back(exp_avg / denom, bases)
+    scale = lr * bc2_sqrt / bc1 if reference else lr / bc1
+    adam = _compiled_adam_direction() if compiled else adam_direction_
+    direction = adam(exp_avg, exp_avg_sq, g, keep, bc2_sqrt.view(bshape), beta1, beta2, eps, reference)
+    update = project_back(direction, bases)
     if normalize_grads:
         rms = update.square().flatten(1).mean(1).sqrt().add_(1e-30)
         scale = scale / rms
