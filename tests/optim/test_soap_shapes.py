@@ -126,3 +126,19 @@ def test_same_shaped_blocks_share_one_batched_buffer():
     storages = {opt.state[p]["GG"][0][0].untyped_storage().data_ptr() for p in params}
     assert len(storages) == 1
     assert opt.state[params[0]]["GG"][0][0]._base.shape == (4, 12, 12)
+
+
+def test_parameter_unfrozen_after_the_first_step_is_trained():
+    frozen = nn.Parameter(torch.randn(5, 4), requires_grad=False)
+    live = nn.Parameter(torch.randn(5, 4))
+    opt = SOAP([frozen, live])
+    live.grad = torch.randn(5, 4)
+    opt.step()
+    assert frozen not in opt.state
+    frozen.requires_grad_(True)
+    before = frozen.detach().clone()
+    frozen.grad, live.grad = torch.randn(5, 4), torch.randn(5, 4)
+    live_state_step = opt.state[live]["step"].item()
+    opt.step()
+    assert not torch.equal(frozen.detach(), before)
+    assert opt.state[live]["step"].item() == live_state_step + 1  # existing state carried over

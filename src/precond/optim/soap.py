@@ -228,6 +228,8 @@ class SOAP(Optimizer):
                     if p.grad.is_sparse:
                         raise ValueError("SOAP does not support sparse gradients (e.g. nn.Embedding(sparse=True))")
                     grads.append(p.grad)
+                    if p not in self.state:  # e.g. unfrozen (requires_grad=True) after the buffers were built
+                        self._rebuild(None)
         if not grads:
             return loss
         ok = self._finite_flag(grads)
