@@ -195,3 +195,25 @@ def test_compiled_elementwise_part_matches_eager():
     compiled = train(b, SOAP(b.parameters(), lr=1e-2, precondition_frequency=4, compile=True), data)
     for x, y in zip(eager[-1], compiled[-1], strict=True):
         torch.testing.assert_close(y, x, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("initialize", "refresh"), [(False, False), (False, True), (True, False)])
+def test_sync_free_masking_is_bitwise_the_plain_step_when_finite(initialize, refresh):
+    """The non-finite guard (``ok`` tensor) must not perturb a finite step by even one ulp."""
+    from precond.optim import soap_block_step_
+
+    def run(ok):
+        torch.manual_seed(0)
+        g, m, v = torch.randn(3, 5, 4), torch.randn(3, 5, 4), torch.rand(3, 5, 4)
+        factors = [torch.rand(3, 5, 5), torch.rand(3, 4, 4)]
+        bases = [torch.linalg.qr(torch.randn(3, d, d)).Q for d in (5, 4)]
+        step, fallbacks = torch.full((3,), 4.0), torch.zeros(3, dtype=torch.int64)
+        hp = dict(lr=3e-3, beta1=0.9, beta2=0.99, shampoo_beta=0.95, eps=1e-8, correct_bias=True)
+        delta = soap_block_step_(
+            g, m, v, step, factors, bases, fallbacks, **hp, normalize_grads=False, reference=False,
+            initialize=initialize, refresh=refresh, ok=ok,
+        )  # fmt: skip
+        return [delta, m, v, step, *factors, *bases]
+
+    for a, b in zip(run(None), run(torch.tensor(True)), strict=True):
+        assert torch.equal(a, b)

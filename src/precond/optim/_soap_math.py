@@ -15,8 +15,12 @@ from precond.linalg import contract_all_but, eigh_robust, project, project_back,
 
 
 def _decay(beta: float, keep: torch.Tensor | None) -> float | torch.Tensor:
-    """EMA decay that becomes 1 (state untouched) for a skipped, non-finite step."""
-    return beta if keep is None else 1.0 - (1.0 - beta) * keep
+    """EMA decay that becomes 1 (state untouched) for a skipped, non-finite step.
+
+    Selected, not computed (``where`` instead of ``1 - (1 - β)·keep``), so a kept step is bitwise the
+    unmasked one.
+    """
+    return beta if keep is None else torch.where(keep.bool(), beta, 1.0)
 
 
 def adam_direction_(
@@ -106,7 +110,7 @@ def soap_block_step_(
             return None
 
     g = project(grads, bases)
-    step.add_(1.0 if keep is None else keep)
+    step.add_(1.0 if keep is None else keep.to(step.dtype))
     bshape = (-1,) + (1,) * (grads.dim() - 1)
     if correct_bias:
         t = step.clamp(min=1.0)
@@ -121,7 +125,7 @@ def soap_block_step_(
     if normalize_grads:
         rms = update.square().flatten(1).mean(1).sqrt().add_(1e-30)
         scale = scale / rms
-    scale = -scale if keep is None else -scale * keep
+    scale = -scale if keep is None else torch.where(keep.bool(), -scale, 0.0)
     update.mul_(scale.view(bshape))
 
     if not initialize:

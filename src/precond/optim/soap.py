@@ -62,8 +62,12 @@ class SOAP(Optimizer):
             ``shampoo_beta=None, max_precond_dim=10000, merge_dims=False (or True), blocking=False,
             weight_decay=0.01`` for the reference's defaults.
         nonfinite: policy for non-finite gradients: ``"skip"`` (default) turns the whole step into a no-op —
-            parameters, moments, factors and bases untouched — without a host sync, and counts it in
-            ``state[p]["nonfinite_skips"]``; ``"raise"`` raises ``ValueError`` (one host sync per step).
+            parameters, moments, factors and bases bitwise untouched — and counts it in
+            ``state[p]["nonfinite_skips"]``.  Ordinary steps do this without a host sync (masked updates that
+            are bitwise the plain ones when the gradient is finite); steps that initialise or refresh a basis
+            check on the host (they run ``eigh``/QR anyway) and a skipped one does not advance the schedule,
+            while a skipped ordinary step still counts toward ``precondition_frequency``.  ``"raise"`` raises
+            ``ValueError`` before touching anything (one host sync per step).
         compile: run the elementwise Adam part through ``torch.compile`` (fused kernels, same math; the
             matmuls, QR and ``eigh`` stay eager).  Off by default: the first steps pay the compile time.
 
@@ -139,12 +143,14 @@ class SOAP(Optimizer):
 
     # ------------------------------------------------------------------ torch.optim plumbing
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        where = f"param group {len(self.param_groups)}"
+        _validate_group({**self.defaults, **param_group}, where)
+        params = param_group["params"]
+        params = [params] if isinstance(params, torch.Tensor) else list(params)  # may be a generator
+        param_group = {**param_group, "params": params}
+        if any(p.is_complex() for p in params if isinstance(p, torch.Tensor)):
+            raise ValueError(f"{where}: SOAP does not support complex parameters; use torch.view_as_real")
         super().add_param_group(param_group)
-        group = self.param_groups[-1]
-        _validate_group(group, f"param group {len(self.param_groups) - 1}")
-        for p in group["params"]:
-            if p.is_complex():
-                raise ValueError("SOAP does not support complex parameters; view them as real (torch.view_as_real)")
         if getattr(self, "_buckets", None) is not None:
             self._rebuild(None)
 
@@ -233,6 +239,15 @@ class SOAP(Optimizer):
         if not grads:
             return loss
         ok = self._finite_flag(grads)
+        phases = {p: self._phase(p, g) for g in self.param_groups for p in g["params"] if p.grad is not None}
+        if ok is not None and any(initialize or refresh for initialize, refresh in phases.values()):
+            # Steps that initialise or refresh a basis (a parameter's first gradient, then once every
+            # precondition_frequency steps) resolve the finiteness flag on the host: they run eigh/QR anyway,
+            # and a skipped one must leave the schedule where it was.  Other steps stay sync-free (masked).
+            if not bool(ok):
+                self._count_skip()
+                return loss
+            ok = None
         keep = None if ok is None else ok.to(torch.float32)
         assert self._buckets is not None
         for gi, group in enumerate(self.param_groups):
@@ -244,12 +259,25 @@ class SOAP(Optimizer):
                 _decay_weights(with_grad, lr * wd, keep)
             for bucket in self._buckets:
                 if bucket.group == gi:
-                    self._step_bucket(bucket, group, ok)
+                    self._step_bucket(bucket, group, ok, phases)
             if wd != 0 and reference:
                 _decay_weights([p for p in with_grad if self.state[p]["calls"] > 0], lr * wd, keep)
             for p in with_grad:
                 self.state[p]["calls"] += 1
         return loss
+
+    def _phase(self, p: torch.Tensor, group: dict[str, Any]) -> tuple[bool, bool]:
+        """(initialise, refresh) for ``p``'s next step; ``calls`` counts steps with a gradient."""
+        calls = self.state[p]["calls"] + 1
+        initialize = calls == 1
+        scheduled = calls - 1 if group["reference"] else calls
+        return initialize, (not initialize) and scheduled > 0 and scheduled % group["precondition_frequency"] == 0
+
+    def _count_skip(self) -> None:
+        assert self._buckets is not None
+        for bucket in self._buckets:
+            for sl, _ in bucket.runs(lambda m: True if m.param.grad is not None else None):
+                bucket.counters["nonfinite_skips"][sl].add_(1)
 
     def _finite_flag(self, grads: list[torch.Tensor]) -> torch.Tensor | None:
         norms = torch._foreach_norm(grads)
@@ -264,22 +292,18 @@ class SOAP(Optimizer):
             return None
         return ok
 
-    def _step_bucket(self, bucket: Bucket, group: dict[str, Any], ok: torch.Tensor | None) -> None:
-        frequency, reference = group["precondition_frequency"], group["reference"]
+    def _step_bucket(
+        self,
+        bucket: Bucket,
+        group: dict[str, Any],
+        ok: torch.Tensor | None,
+        phases: dict[torch.Tensor, tuple[bool, bool]],
+    ) -> None:
         beta1, beta2 = group["betas"]
         shampoo_beta = group["shampoo_beta"]
         if shampoo_beta is None or shampoo_beta < 0:
             shampoo_beta = beta2
-
-        def phase(member: Member) -> tuple[bool, bool] | None:
-            if member.param.grad is None:
-                return None
-            calls = self.state[member.param]["calls"] + 1
-            initialize = calls == 1
-            scheduled = calls - 1 if reference else calls
-            return initialize, (not initialize) and scheduled > 0 and scheduled % frequency == 0
-
-        for sl, key in bucket.runs(phase):
+        for sl, key in bucket.runs(lambda m: phases.get(m.param)):
             initialize, refresh = cast(tuple[bool, bool], key)
             members = bucket.members[sl]
             grads = torch.stack([_block_of(m, _grad(m.param)) for m in members]).to(torch.float32)
@@ -299,7 +323,7 @@ class SOAP(Optimizer):
                 eps=group["eps"],
                 correct_bias=group["correct_bias"],
                 normalize_grads=group["normalize_grads"],
-                reference=reference,
+                reference=group["reference"],
                 initialize=initialize,
                 refresh=refresh,
                 ok=ok,
@@ -402,7 +426,5 @@ def _apply_update(members: list[Member], delta: torch.Tensor) -> None:
 def _decay_weights(params: list[torch.Tensor], rate: float, keep: torch.Tensor | None) -> None:
     if not params:
         return
-    if keep is None:
-        torch._foreach_mul_(params, 1.0 - rate)
-    else:
-        torch._foreach_mul_(params, 1.0 - rate * keep)
+    factor = 1.0 - rate
+    torch._foreach_mul_(params, factor if keep is None else torch.where(keep.bool(), factor, 1.0))
