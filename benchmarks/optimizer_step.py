@@ -185,9 +185,9 @@ def run_workload(name: str, args: argparse.Namespace) -> dict:
         params = list(model.parameters())
         opt = factory(params)
 
-        def step(params=params, grads=grads, opt=opt) -> None:
+        def step(params=params, grads=grads, opt=opt, fresh=label.startswith("HeavyBall")) -> None:
             for p, g in zip(params, grads, strict=True):
-                p.grad = g.clone() if label.startswith("HeavyBall") else g  # HeavyBall consumes p.grad
+                p.grad = g.clone() if fresh else g  # HeavyBall consumes (frees) p.grad
             opt.step()
 
         t0 = time.perf_counter()
