@@ -185,9 +185,11 @@ def run_workload(name: str, args: argparse.Namespace) -> dict:
         params = list(model.parameters())
         opt = factory(params)
 
-        def step(params=params, grads=grads, opt=opt, fresh=label.startswith("HeavyBall")) -> None:
+        consumes_grad = label.startswith("HeavyBall")  # HeavyBall frees p.grad after use
+
+        def step(params=params, grads=grads, opt=opt, fresh=consumes_grad) -> None:
             for p, g in zip(params, grads, strict=True):
-                p.grad = g.clone() if fresh else g  # HeavyBall consumes (frees) p.grad
+                p.grad = g.clone() if fresh else g
             opt.step()
 
         t0 = time.perf_counter()
