@@ -81,23 +81,27 @@ def build_buckets(
     return list(buckets.values())
 
 
-def allocate(bucket: Bucket, moment_names: tuple[str, ...], counter_names: dict[str, torch.dtype]) -> None:
-    """Zero moments and counters, zero factors ``GG`` and identity bases ``Q`` (float32)."""
+def allocate(
+    bucket: Bucket,
+    moment_names: tuple[str, ...],
+    counter_names: dict[str, torch.dtype],
+    matrix_kinds: dict[str, str],
+) -> None:
+    """Zero moments and counters; per factored dim one ``[B, d, d]`` matrix per ``matrix_kinds`` entry,
+    starting as zeros (``"zeros"``, e.g. factors) or the identity (``"eye"``, e.g. bases, roots); float32."""
     n = len(bucket.members)
     device = bucket.members[0].param.device
     for name in moment_names:
         bucket.moments[name] = torch.zeros((n, *bucket.shape), dtype=torch.float32, device=device)
     for name, dtype in counter_names.items():
         bucket.counters[name] = torch.zeros(n, dtype=dtype, device=device)
-    factors: list[torch.Tensor | None] = []
-    bases: list[torch.Tensor | None] = []
-    for d, on in zip(bucket.shape, bucket.factored, strict=True):
-        if not on:
-            factors.append(None)
-            bases.append(None)
-            continue
-        factors.append(torch.zeros((n, d, d), dtype=torch.float32, device=device))
-        eye = torch.eye(d, dtype=torch.float32, device=device)
-        bases.append(eye.expand(n, d, d).clone())
-    bucket.matrices["GG"] = factors
-    bucket.matrices["Q"] = bases
+    for name, kind in matrix_kinds.items():
+        mats: list[torch.Tensor | None] = []
+        for d, on in zip(bucket.shape, bucket.factored, strict=True):
+            if not on:
+                mats.append(None)
+            elif kind == "eye":
+                mats.append(torch.eye(d, dtype=torch.float32, device=device).expand(n, d, d).clone())
+            else:
+                mats.append(torch.zeros((n, d, d), dtype=torch.float32, device=device))
+        bucket.matrices[name] = mats
