@@ -6,49 +6,13 @@ factors ``L = EMA(G Gᵀ)``, ``R = EMA(Gᵀ G)``, refreshing the basis every ``p
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 
 from precond.linalg import contract_all_but, eigh_robust, project, project_back, refresh_eigenbasis
-
-
-def _decay(beta: float, keep: torch.Tensor | None) -> float | torch.Tensor:
-    """EMA decay that becomes 1 (state untouched) for a skipped, non-finite step.
-
-    Selected, not computed (``where`` instead of ``1 - (1 - β)·keep``), so a kept step is bitwise the
-    unmasked one.
-    """
-    return beta if keep is None else torch.where(keep.bool(), beta, 1.0)
-
-
-def adam_direction_(
-    exp_avg: torch.Tensor,
-    exp_avg_sq: torch.Tensor,
-    g: torch.Tensor,
-    keep: torch.Tensor | None,
-    bc2_sqrt: torch.Tensor,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    reference: bool,
-) -> torch.Tensor:
-    """Adam's moment updates (in place) and its direction ``m / (sqrt(v)/sqrt(bc2) + eps)``.
-
-    ``reference=True`` uses the reference's ``m / (sqrt(v) + eps)`` (its bias correction is in the step size).
-    """
-    exp_avg.mul_(_decay(beta1, keep)).add_(g, alpha=1.0 - beta1)
-    exp_avg_sq.mul_(_decay(beta2, keep)).addcmul_(g, g, value=1.0 - beta2)
-    denom = exp_avg_sq.sqrt()
-    if not reference:
-        denom = denom.div_(bc2_sqrt)
-    return exp_avg / denom.add_(eps)
-
-
-@functools.cache
-def _compiled_adam_direction() -> Callable[..., torch.Tensor]:
-    return torch.compile(adam_direction_, fullgraph=True)
+from precond.optim._adam import adam_direction_, compiled_adam_direction
+from precond.optim._common import masked_decay
 
 
 def soap_block_step_(
@@ -97,7 +61,7 @@ def soap_block_step_(
     def accumulate() -> None:
         for factor, gram in zip(factors, grams, strict=True):
             if factor is not None and gram is not None:
-                factor.mul_(_decay(shampoo_beta, keep)).add_(gram, alpha=1.0 - shampoo_beta)
+                factor.mul_(masked_decay(shampoo_beta, keep)).add_(gram, alpha=1.0 - shampoo_beta)
 
     if initialize:
         accumulate()
@@ -119,7 +83,7 @@ def soap_block_step_(
     else:
         bc1 = bc2_sqrt = torch.ones_like(step)
     scale = lr * bc2_sqrt / bc1 if reference else lr / bc1
-    adam = _compiled_adam_direction() if compiled else adam_direction_
+    adam = compiled_adam_direction() if compiled else adam_direction_
     direction = adam(exp_avg, exp_avg_sq, g, keep, bc2_sqrt.view(bshape), beta1, beta2, eps, reference)
     update = project_back(direction, bases)
     if normalize_grads:
