@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 
 import torch
@@ -69,3 +70,40 @@ def ill_conditioned_quadratic(dim: int = 20, cond: float = 1e3, seed: int = 0) -
     a = (u * s) @ u.T
     b = torch.randn(dim, dim, generator=g)
     return a, b
+
+
+class ScaledLeastSquares:
+    """Least squares ``min_W mean((X Wᵀ − Y)²)`` whose features live on scales spanning ``1e-2…1``.
+
+    ``X = Z·diag(s)`` with ``Z`` standard normal and ``s`` log-spaced from 1 down to ``low``, so the Hessian
+    ``∝ XᵀX/n ≈ diag(s²)`` has condition number ``≈ 1/low² = 1e4``.  The true weights are ``W*_ij ∝ s_j^(-1/2)``
+    (plus label noise), so at ``W = 0`` direction ``j`` carries a share ``∝ s_j`` of the excess loss: the
+    poorly scaled features matter, and plain SGD — whose step in direction ``j`` is ``∝ s_j²`` — has to grind
+    through them.  The optimum ``W_opt`` and its loss come from a float64 ``lstsq``.
+    """
+
+    def __init__(self, n: int = 256, d: int = 16, k: int = 4, low: float = 1e-2, noise: float = 0.1, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        scales = torch.logspace(0, math.log10(low), d, dtype=torch.float64)
+        x = torch.randn(n, d, generator=g, dtype=torch.float64) * scales
+        w_true = torch.randn(k, d, generator=g, dtype=torch.float64) * scales.rsqrt()
+        y = x @ w_true.T + noise * torch.randn(n, k, generator=g, dtype=torch.float64)
+        self.w_opt = torch.linalg.lstsq(x, y).solution.T
+        self.loss_opt = float((x @ self.w_opt.T - y).square().mean())
+        self.loss_init = float(y.square().mean())  # at W = 0
+        hessian_eigs = torch.linalg.eigvalsh(x.T @ x)
+        self.condition = float(hessian_eigs[-1] / hessian_eigs[0])
+        self.x, self.y = x.float(), y.float()
+
+    def model(self) -> nn.Linear:
+        """A zero-initialised ``d → k`` linear map (no bias): the same start for every optimizer."""
+        lin = nn.Linear(self.x.shape[1], self.y.shape[1], bias=False)
+        nn.init.zeros_(lin.weight)
+        return lin
+
+    def loss(self, model: nn.Module) -> torch.Tensor:
+        return (model(self.x) - self.y).square().mean()
+
+    def threshold(self, fraction: float) -> float:
+        """The loss at which the excess over the optimum is ``fraction`` of the initial excess."""
+        return self.loss_opt + fraction * (self.loss_init - self.loss_opt)

@@ -3,15 +3,37 @@
 from precond.linalg._eigen import EIGH_REL_JITTER, eigh_robust, refresh_eigenbasis
 from precond.linalg._kron import contract_all_but, project, project_back
 from precond.linalg._layout import BlockLayout, merge_greedy, plan_layout
+from precond.linalg._newton_schulz import newton_schulz
+from precond.linalg._roots import inverse_root
+from precond.linalg._woodbury import (
+    CHOL_REL_JITTER,
+    SlidingWindow,
+    damped_cholesky,
+    window_filled,
+    window_ihvp,
+    window_ihvp_newest,
+    window_new,
+    window_update_,
+)
 
 __all__ = [
+    "CHOL_REL_JITTER",
     "EIGH_REL_JITTER",
     "BlockLayout",
+    "SlidingWindow",
     "contract_all_but",
+    "damped_cholesky",
     "eigh_robust",
+    "inverse_root",
     "merge_greedy",
+    "newton_schulz",
     "plan_layout",
     "project",
     "project_back",
     "refresh_eigenbasis",
+    "window_filled",
+    "window_ihvp",
+    "window_ihvp_newest",
+    "window_new",
+    "window_update_",
 ]

@@ -128,8 +128,8 @@ class PrecondOptimizer(Optimizer):
       name the argument, the param group and the fix); generator ``params`` are materialised; complex and
       (at ``step``) sparse gradients are rejected;
     * ``nonfinite="skip" | "raise"`` (see :func:`nonfinite_flag`);
-    * floating state is float32 whatever the parameter dtype, and stays so across ``load_state_dict``
-      (torch would cast it to the parameter dtype): the loaded tensors are the caller's originals.
+    * floating state is float32 whatever the parameter dtype, and it and integer counters keep their dtype
+      across ``load_state_dict`` (torch would cast them to the parameter dtype).
     """
 
     #: Name used in error messages.
@@ -193,9 +193,16 @@ def original_states(optimizer: Optimizer, state_dict: dict[str, Any]) -> dict[to
 
 
 def restore_float32_state(optimizer: Optimizer, originals: dict[torch.Tensor, dict[str, Any]]) -> None:
-    """Replace the state torch cast to the parameter dtype by copies of the float32 originals."""
+    """Undo torch's cast of loaded state to the parameter dtype.
+
+    torch casts every state tensor but ``step`` to the parameter dtype (float32 moments of bf16 params and
+    int64 counters included) and hands back the caller's own tensors where no cast was needed.  Every tensor
+    becomes a copy of the saved original instead: dtypes are kept, and in-place updates never reach the
+    caller's state dict.
+    """
     for p, saved in originals.items():
         state = optimizer.state[p]
         for key, value in saved.items():
-            if isinstance(value, torch.Tensor) and value.is_floating_point() and value.dtype != p.dtype:
-                state[key] = value.detach().to(device=p.device, copy=True)
+            loaded = state.get(key)
+            if isinstance(value, torch.Tensor) and isinstance(loaded, torch.Tensor):
+                state[key] = value.detach().to(device=loaded.device, copy=True)

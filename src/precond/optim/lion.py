@@ -1,0 +1,170 @@
+"""Lion: EvoLved Sign Momentum (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms", arXiv 2302.06675).
+
+One step (the paper's Algorithm 2, decoupled weight decay ``λ``)::
+
+    u = sign(β1·m + (1 − β1)·g)
+    p ← p·(1 − lr·λ) − lr·u
+    m ← β2·m + (1 − β2)·g
+
+Every coordinate moves by exactly ``lr`` (plus decay), so Lion wants a learning rate 3-10× smaller than AdamW's
+and a weight decay 3-10× larger for the same effective ``lr·λ`` (paper §3.2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+from precond.optim._common import PrecondOptimizer, check_betas, check_lr, check_real
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def state_dtype(param: torch.Tensor) -> torch.dtype:
+    """float32 for 16-bit (and float32) parameters, the parameter's own dtype for float64."""
+    return torch.float32 if param.dtype in _LOW_PRECISION else param.dtype
+
+
+def _select(ok: torch.Tensor | None, value: float, otherwise: float, dtype: torch.dtype) -> float | torch.Tensor:
+    """``value`` where the step is kept, ``otherwise`` where it is skipped, as a 0-d tensor of ``dtype``.
+
+    Selected (not computed from a 0/1 mask) so a kept step is bitwise the unmasked one; built with ``new_full``
+    on ``ok``'s device, so no host-to-device copy (and no sync).  With ``ok=None`` it is just ``value``.
+    """
+    if ok is None:
+        return value
+    return torch.where(ok, ok.new_full((), value, dtype=dtype), otherwise)
+
+
+def lion_step_(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    weight_decay: float,
+    ok: torch.Tensor | None = None,
+) -> None:
+    """One Lion step over lists of tensors, in place on ``params`` and ``exp_avgs``.
+
+    ``exp_avgs`` share one floating dtype (the state dtype, float32 for bf16/fp16 parameters); the gradient is
+    cast to it, the update is computed in it and the parameter is rounded once.  ``sign(0) = 0``: a coordinate
+    whose interpolation ``β1·m + (1 − β1)·g`` is exactly zero (e.g. a parameter that has never had a non-zero
+    gradient) is not moved, apart from weight decay.
+
+    ``ok`` (0-d bool, from :func:`precond.optim._common.nonfinite_flag`) turns the call into a no-op when false,
+    without a host sync: the gradient is replaced by ``-0.0`` (the exact additive identity), the momentum decay
+    becomes 1 and the step size and weight decay 0.  Parameters and momenta are then bitwise unchanged (an
+    exactly-zero parameter entry may flip the sign of its zero).
+    """
+    if not params:
+        return
+    dtype = exp_avgs[0].dtype
+    g = [x.to(dtype) for x in grads]  # no copy when the gradient already has the state dtype
+    if ok is not None:
+        g = [torch.where(ok, x, -0.0) for x in g]
+    # u = sign(β1·m + (1 − β1)·g)
+    u = torch._foreach_mul(exp_avgs, beta1)
+    torch._foreach_add_(u, g, alpha=1.0 - beta1)
+    torch._foreach_sign_(u)
+    # p ← p·(1 − lr·λ) − lr·u, in the state dtype, rounded once into the parameter
+    work = [p if p.dtype == dtype else p.to(dtype) for p in params]
+    if weight_decay != 0:
+        torch._foreach_mul_(work, _select(ok, 1.0 - lr * weight_decay, 1.0, dtype))
+    torch._foreach_mul_(u, _select(ok, -lr, 0.0, dtype))
+    torch._foreach_add_(work, u)
+    for p, w in zip(params, work, strict=True):
+        if w is not p:
+            p.copy_(w)
+    # m ← β2·m + (1 − β2)·g
+    torch._foreach_mul_(exp_avgs, _select(ok, beta2, 1.0, dtype))
+    torch._foreach_add_(exp_avgs, g, alpha=1.0 - beta2)
+
+
+class Lion(PrecondOptimizer):
+    r"""Lion (Chen et al. 2023, arXiv 2302.06675): the sign of an interpolated momentum, applied with decoupled
+    weight decay.
+
+    Args:
+        params: parameters or param groups (``lr``, ``betas`` and ``weight_decay`` may be set per group).
+        lr: learning rate (default ``1e-4``, the paper's).  Every coordinate moves by ``lr`` per step, so use
+            3-10× less than for AdamW.
+        betas: ``(β1, β2)``: ``β1`` interpolates the update direction, ``β2`` is the momentum's EMA (default
+            ``(0.9, 0.99)``, the paper's).
+        weight_decay: decoupled weight decay ``λ`` (``p ← p·(1 − lr·λ)``, default ``0.0``, the paper's).  Use
+            3-10× more than for AdamW to keep ``lr·λ``.
+        nonfinite: ``"skip"`` (default) turns a step with a non-finite gradient into a bitwise no-op on
+            parameters and momenta, without a host sync, and counts it in ``state[p]["nonfinite_skips"]``;
+            ``"raise"`` raises ``ValueError`` before touching anything (one host sync per step).
+
+    ``torch.sign(0) = 0``: a coordinate whose interpolation is exactly zero is not moved (the paper's
+    ``sign``).  State per parameter: ``exp_avg`` (float32 for bf16/fp16 parameters, the parameter's dtype for
+    float32/float64) and ``nonfinite_skips`` (0-d int64).  The update is computed in the state dtype and
+    rounded into the parameter once; with bf16 parameters a step smaller than half a bf16 ulp of a weight is
+    lost (no stochastic rounding), so bf16 training wants ``lr`` near the top of Lion's usual range.
+    """
+
+    optimizer_name = "Lion"
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.99),
+        weight_decay: float = 0.0,
+        nonfinite: str = "skip",
+    ) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay), nonfinite)
+
+    def _validate_group(self, group: dict[str, Any], where: str) -> None:
+        check_lr(group, where)
+        check_betas(group, where)
+        check_real(group, "weight_decay", where, low=0.0)
+
+    def _init_state(self, p: torch.Tensor) -> dict[str, Any]:
+        state = self.state[p]
+        if "exp_avg" not in state:
+            state["exp_avg"] = torch.zeros_like(p, dtype=state_dtype(p), memory_format=torch.preserve_format)
+            state["nonfinite_skips"] = torch.zeros((), dtype=torch.int64, device=p.device)
+        return state
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """Perform one optimization step (``closure`` re-evaluates the model and returns the loss)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        groups = [(group, self._grads(group)) for group in self.param_groups]
+        everything = [p for _, params in groups for p in params]
+        if not everything:
+            return loss
+        ok = self._finite_flag(everything)  # raises (before any change) for nonfinite="raise"
+        for group, params in groups:
+            if not params:
+                continue
+            lr = group["lr"]
+            lr = float(lr) if isinstance(lr, torch.Tensor) else lr
+            beta1, beta2 = group["betas"]
+            by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+            for p in params:
+                by_dtype.setdefault(state_dtype(p), []).append(p)
+            for same in by_dtype.values():
+                states = [self._init_state(p) for p in same]
+                lion_step_(
+                    same,
+                    [p.grad for p in same if p.grad is not None],
+                    [s["exp_avg"] for s in states],
+                    lr=lr,
+                    beta1=beta1,
+                    beta2=beta2,
+                    weight_decay=group["weight_decay"],
+                    ok=ok,
+                )
+                if ok is not None:
+                    torch._foreach_add_([s["nonfinite_skips"] for s in states], (~ok).to(torch.int64))
+        return loss

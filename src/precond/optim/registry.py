@@ -1,0 +1,252 @@
+"""The one door through which benchmarks and tests build optimizers: ``create("soap", model, lr=1e-3)``.
+
+Each entry is an :class:`OptimizerSpec` whose ``target`` is a lazy import path (``"module:Class"``), so
+importing this module imports no optimizer; the class is imported by :func:`create` (or
+:meth:`OptimizerSpec.load`) the first time it is needed.
+
+========  ==============================  =========================================  ==============================
+name      target                          defaults passed by ``create``              sweep (log-grid ranges)
+========  ==============================  =========================================  ==============================
+adamw     torch.optim:AdamW               lr=1e-3, weight_decay=0.01                 lr 1e-4…1e-2, wd 1e-3…1e-1
+adafactor torch.optim:Adafactor           (torch's: lr=1e-2, relative step cap)      lr 1e-3…1e-1
+sgd       torch.optim:SGD                 lr=1e-2, momentum=0.9                      lr 1e-3…1e-1
+lion      precond.optim.lion:Lion         (class's: lr=1e-4, betas=(0.9, 0.99))      lr 1e-5…1e-3, wd 1e-2…1
+soap      precond.optim.soap:SOAP         (class's: lr=3e-3, wd=0.01)                lr 3e-4…3e-2, wd 1e-3…1e-1
+shampoo   precond.optim.shampoo:Shampoo   (class's)                                  lr 1e-4…1e-2, wd 1e-3…1e-1
+muon      precond.optim.muon:Muon         (class's)                                  lr 3e-3…1e-1, wd 1e-3…1e-1
+mfac      precond.optim.mfac:MFAC         (class's: lr=1e-3)                         lr 1e-4…1e-2
+========  ==============================  =========================================  ==============================
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(mapping))
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """How to build one optimizer, and the ranges a benchmark tunes it over.
+
+    Attributes:
+        name: registry key (lower case).
+        target: lazy import path ``"package.module:Class"``.
+        defaults: hyperparameters :func:`create` passes unless the caller overrides them (empty: the class's
+            own defaults).
+        sweep: ``{hyperparameter: (low, high)}`` ranges for a log-spaced tuning grid (:meth:`grid`); always has
+            ``lr``, and ``weight_decay`` where decoupled decay matters.
+        description: one line on what the optimizer does.
+        paper: citation.
+        named_params: the optimizer wants ``(name, tensor)`` pairs (e.g. Muon routes parameters by name).
+    """
+
+    name: str
+    target: str
+    defaults: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    sweep: Mapping[str, tuple[float, float]] = field(default_factory=dict, hash=False)
+    description: str = ""
+    paper: str = ""
+    named_params: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "defaults", _frozen(self.defaults))
+        object.__setattr__(self, "sweep", _frozen(self.sweep))
+        if "lr" not in self.sweep:
+            raise ValueError(f"optimizer spec {self.name!r}: sweep must have an 'lr' range")
+        for key, (low, high) in self.sweep.items():
+            if not 0 < low <= high:
+                raise ValueError(
+                    f"optimizer spec {self.name!r}: sweep range {key}=({low}, {high}) must be 0 < low <= high"
+                )
+
+    def load(self) -> type[torch.optim.Optimizer]:
+        """Import and return the optimizer class."""
+        module, _, attr = self.target.partition(":")
+        cls = getattr(importlib.import_module(module), attr)
+        if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+            raise TypeError(f"{self.target} is not a torch.optim.Optimizer subclass")
+        return cls
+
+    def hyperparameters(self) -> tuple[str, ...]:
+        """Names the target's ``__init__`` accepts besides ``params`` (keyword-only ones included)."""
+        signature = inspect.signature(self.load().__init__)
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        return tuple(n for n, p in signature.parameters.items() if p.kind in kinds and n not in ("self", "params"))
+
+    def grid(self, name: str, points: int) -> list[float]:
+        """``points`` log-spaced values of hyperparameter ``name`` from the low to the high end of its range
+        (both included; a single point is the geometric midpoint)."""
+        if name not in self.sweep:
+            raise ValueError(f"{self.name}: no sweep range for {name!r}; ranges: {', '.join(sorted(self.sweep))}")
+        if isinstance(points, bool) or not isinstance(points, int) or points < 1:
+            raise ValueError(f"{self.name}: invalid points={points!r}: must be an integer >= 1")
+        low, high = (math.log(v) for v in self.sweep[name])
+        if points == 1:
+            return [math.exp((low + high) / 2)]
+        return [math.exp(low + (high - low) * i / (points - 1)) for i in range(points)]
+
+
+_SPECS = (
+    OptimizerSpec(
+        name="adamw",
+        target="torch.optim:AdamW",
+        defaults={"lr": 1e-3, "weight_decay": 0.01},
+        sweep={
+            "lr": (1e-4, 1e-2),  # Adam's usable range from small MLPs to transformers
+            "weight_decay": (1e-3, 1e-1),  # decoupled decay around torch's 1e-2, a decade each side
+        },
+        description="Adam with decoupled weight decay (torch's implementation); the baseline to beat.",
+        paper="Loshchilov & Hutter 2019, Decoupled Weight Decay Regularization, arXiv 1711.05101",
+    ),
+    OptimizerSpec(
+        name="adafactor",
+        target="torch.optim:Adafactor",
+        defaults={},
+        sweep={
+            "lr": (1e-3, 1e-1),  # torch's lr caps the *relative* step (× RMS of the weight): a decade around 1e-2
+        },
+        description="Adam with a rank-1 factored second moment and relative step sizes (torch's implementation).",
+        paper="Shazeer & Stern 2018, Adafactor: Adaptive Learning Rates with Sublinear Memory Cost, arXiv 1804.04235",
+    ),
+    OptimizerSpec(
+        name="sgd",
+        target="torch.optim:SGD",
+        defaults={"lr": 1e-2, "momentum": 0.9},
+        sweep={
+            "lr": (1e-3, 1e-1),  # heavy-ball momentum 0.9 amplifies the step 10×, so an order below plain SGD's
+        },
+        description="SGD with heavy-ball momentum 0.9 (torch's implementation); the plain baseline.",
+        paper="Polyak 1964; Sutskever et al. 2013, On the importance of initialization and momentum in deep learning",
+    ),
+    OptimizerSpec(
+        name="lion",
+        target="precond.optim.lion:Lion",
+        defaults={},
+        sweep={
+            "lr": (1e-5, 1e-3),  # the paper: 3-10× smaller than AdamW's (every coordinate moves by lr)
+            "weight_decay": (1e-2, 1.0),  # the paper: 3-10× larger than AdamW's, to keep lr·λ
+        },
+        description="Sign of an interpolated momentum with decoupled weight decay; one state tensor.",
+        paper="Chen et al. 2023, Symbolic Discovery of Optimization Algorithms, arXiv 2302.06675",
+    ),
+    OptimizerSpec(
+        name="soap",
+        target="precond.optim.soap:SOAP",
+        defaults={},
+        sweep={
+            "lr": (3e-4, 3e-2),  # the paper's 3e-3 a decade each side (Adam-scaled steps in a rotated basis)
+            "weight_decay": (1e-3, 1e-1),  # AdamW's decoupled decay, so AdamW's range
+        },
+        description="Adam in the eigenbasis of Shampoo's Kronecker factors, refreshed every few steps.",
+        paper="Vyas et al. 2024, SOAP: Improving and Stabilizing Shampoo using Adam, arXiv 2409.11321",
+    ),
+    OptimizerSpec(
+        name="shampoo",
+        target="precond.optim.shampoo:Shampoo",
+        defaults={},
+        sweep={
+            "lr": (1e-4, 1e-2),  # Adam-grafted step sizes, so AdamW's range
+            "weight_decay": (1e-3, 1e-1),  # decoupled decay as in AdamW
+        },
+        description="Kronecker-factored preconditioner L^(-1/4) G R^(-1/4) with Adam grafting.",
+        paper="Gupta, Koren & Singer 2018, Shampoo: Preconditioned Stochastic Tensor Optimization, arXiv 1802.09568",
+    ),
+    OptimizerSpec(
+        name="muon",
+        target="precond.optim.muon:Muon",
+        defaults={},
+        sweep={
+            "lr": (3e-3, 1e-1),  # for the orthogonalised 2-D updates (unit spectral norm): far above Adam's
+            "weight_decay": (1e-3, 1e-1),  # decoupled decay as in AdamW
+        },
+        description="Momentum orthogonalised by Newton-Schulz for 2-D weights; AdamW for the rest (chosen by name).",
+        paper="Jordan et al. 2024, Muon: An optimizer for hidden layers in neural networks (kellerjordan.github.io)",
+        named_params=True,
+    ),
+    OptimizerSpec(
+        name="mfac",
+        target="precond.optim.mfac:MFAC",
+        defaults={},
+        sweep={
+            "lr": (1e-4, 1e-2),  # u = F̂⁻¹g scales like m/|g|, not like g: a decade around the class's 1e-3
+        },
+        description="Matrix-free inverse empirical Fisher from a window of past gradients (dynamic algorithm).",
+        paper="Frantar, Kurtic & Alistarh 2021, M-FAC: Efficient Matrix-Free Approximations of Second-Order "
+        "Information, arXiv 2107.03356",
+    ),
+)
+
+#: Every optimizer the benchmark knows, by lower-case name.
+REGISTRY: Mapping[str, OptimizerSpec] = MappingProxyType({s.name: s for s in _SPECS})
+
+
+def available() -> list[str]:
+    """The registry's names, sorted."""
+    return sorted(REGISTRY)
+
+
+def spec(name: str) -> OptimizerSpec:
+    """The :class:`OptimizerSpec` of ``name`` (case-insensitive); ``ValueError`` listing the names if unknown."""
+    key = name.lower() if isinstance(name, str) else name
+    if key not in REGISTRY:
+        raise ValueError(f"unknown optimizer {name!r}; available: {', '.join(available())}")
+    return REGISTRY[key]
+
+
+def _is_named(item: Any) -> bool:
+    return isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
+
+
+def _prepare(params: Any, named: bool) -> list[Any]:
+    """A list the optimizer accepts: a module becomes its (named) parameters; names are stripped from
+    ``(name, tensor)`` pairs (also inside param groups) when the optimizer does not want them."""
+    if isinstance(params, nn.Module):
+        return list(params.named_parameters() if named else params.parameters())
+    if isinstance(params, torch.Tensor):
+        return [params]
+    items = list(params) if isinstance(params, Iterable) else [params]
+    if named:
+        return items
+    out: list[Any] = []
+    for item in items:
+        if _is_named(item):
+            out.append(item[1])
+        elif isinstance(item, dict) and "params" in item:
+            inner = item["params"]
+            inner = [inner] if isinstance(inner, torch.Tensor) else list(inner)
+            out.append({**item, "params": [p[1] if _is_named(p) else p for p in inner]})
+        else:
+            out.append(item)
+    return out
+
+
+def create(name: str, params: Any, **hparams: Any) -> torch.optim.Optimizer:
+    """Build optimizer ``name`` (case-insensitive) over ``params`` with its spec's defaults, overridden by
+    ``hparams``.
+
+    ``params`` may be an ``nn.Module`` (its ``named_parameters()`` for optimizers that want names, else its
+    ``parameters()``), tensors, param-group dicts or ``(name, tensor)`` pairs (names are stripped for optimizers
+    that do not want them).  An unknown ``name`` or hyperparameter raises ``ValueError`` listing what is
+    accepted.
+    """
+    s = spec(name)
+    accepted = s.hyperparameters()
+    unknown = [k for k in hparams if k not in accepted]
+    if unknown:
+        raise ValueError(
+            f"{s.name}: unknown hyperparameter{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+            f"accepted: {', '.join(accepted)}"
+        )
+    return s.load()(_prepare(params, s.named_params), **{**s.defaults, **hparams})

@@ -1,0 +1,148 @@
+"""The registry: every entry builds and steps through ``create``; grids, errors, names and case."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import itertools
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from precond.optim import REGISTRY, OptimizerSpec, available, create, registry
+from precond.optim.registry import spec
+from tests.problems import batches, mlp
+
+NAMES = sorted(REGISTRY)
+
+
+def test_available_lists_the_registry_sorted() -> None:
+    assert available() == NAMES
+    assert set(NAMES) == {"adamw", "adafactor", "sgd", "lion", "soap", "shampoo", "muon", "mfac"}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_entry_builds_from_a_module_and_steps(name: str) -> None:
+    model = mlp()
+    opt = create(name, model)
+    assert isinstance(opt, torch.optim.Optimizer)
+    before = [p.detach().clone() for p in model.parameters()]
+    x, y = batches(model, 1)[0]
+    loss = (model(x) - y).square().mean()
+    loss.backward()
+    opt.step()
+    moved = [not torch.equal(p, b) for p, b in zip(model.parameters(), before, strict=True)]
+    assert all(moved), f"{name}: parameters {[i for i, m in enumerate(moved) if not m]} did not move"
+    assert all(torch.isfinite(p).all() for p in model.parameters()), f"{name}: non-finite parameters"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_spec_is_consistent_with_its_target(name: str) -> None:
+    s = REGISTRY[name]
+    assert s.name == name and s.description and s.paper
+    accepted = s.hyperparameters()
+    assert set(s.defaults) <= set(accepted), f"{name}: defaults {set(s.defaults) - set(accepted)} not accepted"
+    assert set(s.sweep) <= set(accepted), f"{name}: sweep keys {set(s.sweep) - set(accepted)} not accepted"
+    opt = create(name, [nn.Parameter(torch.ones(2, 2))])
+    for key, value in s.defaults.items():
+        assert opt.defaults[key] == value, f"{name}: default {key}={value!r} not passed on"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_grids_are_log_spaced_within_the_range(name: str) -> None:
+    s = REGISTRY[name]
+    assert "lr" in s.sweep
+    for key, (low, high) in s.sweep.items():
+        assert 0 < low < high, f"{name}.{key}: range ({low}, {high})"
+        grid = s.grid(key, 5)
+        assert len(grid) == 5
+        assert grid[0] == pytest.approx(low, rel=1e-12) and grid[-1] == pytest.approx(high, rel=1e-12)
+        ratios = [b / a for a, b in itertools.pairwise(grid)]
+        assert ratios == pytest.approx([ratios[0]] * 4, rel=1e-12), f"{name}.{key}: grid {grid} not log-spaced"
+        assert s.grid(key, 1) == pytest.approx([math.sqrt(low * high)], rel=1e-12)
+
+
+def test_grid_rejects_unknown_names_and_bad_sizes() -> None:
+    with pytest.raises(ValueError, match="momentum"):
+        spec("adamw").grid("momentum", 3)
+    with pytest.raises(ValueError, match="points"):
+        spec("adamw").grid("lr", 0)
+
+
+def test_sweep_ranges_follow_the_papers() -> None:
+    """Lion wants a 3-10× smaller lr and a larger weight decay than AdamW (Chen et al. 2023, §3.2)."""
+    adamw, lion = spec("adamw").sweep, spec("lion").sweep
+    assert 3 <= adamw["lr"][0] / lion["lr"][0] <= 10 or 3 <= adamw["lr"][1] / lion["lr"][1] <= 10
+    assert lion["weight_decay"][1] > adamw["weight_decay"][1]
+
+
+def test_unknown_name_lists_the_available_ones() -> None:
+    with pytest.raises(ValueError, match="'adamx'") as info:
+        create("adamx", mlp())
+    for name in NAMES:
+        assert name in str(info.value)
+
+
+def test_unknown_hyperparameter_is_named_with_the_accepted_ones() -> None:
+    with pytest.raises(ValueError, match="'momentun'") as info:
+        create("sgd", mlp(), momentun=0.5)
+    assert "momentum" in str(info.value) and "nesterov" in str(info.value)
+    with pytest.raises(ValueError, match="'nonfinite'"):
+        create("adamw", mlp(), nonfinite="skip")  # a precond option torch's AdamW does not take
+
+
+def test_names_are_case_insensitive() -> None:
+    assert spec("AdamW") is spec("adamw")
+    opt = create("SGD", mlp(), lr=0.5)
+    assert isinstance(opt, torch.optim.SGD) and opt.defaults["lr"] == 0.5 and opt.defaults["momentum"] == 0.9
+
+
+def test_names_are_stripped_for_optimizers_that_do_not_want_them() -> None:
+    model = mlp()
+    named = list(model.named_parameters())
+    opt = create("lion", named)
+    assert all(isinstance(p, torch.Tensor) for p in opt.param_groups[0]["params"])
+    assert "param_names" not in opt.param_groups[0]
+    groups = [{"params": named[:2], "lr": 1e-3}, {"params": named[2:]}]
+    opt = create("adamw", groups)
+    assert [len(g["params"]) for g in opt.param_groups] == [2, len(named) - 2]
+    assert opt.param_groups[0]["lr"] == 1e-3 and opt.param_groups[1]["lr"] == 1e-3  # create's default for adamw
+    assert all("param_names" not in g for g in opt.param_groups)
+
+
+def test_params_may_be_tensors_groups_or_a_single_tensor() -> None:
+    model = mlp()
+    assert len(create("soap", list(model.parameters())).param_groups) == 1
+    assert len(create("soap", [{"params": [p]} for p in model.parameters()]).param_groups) == 6
+    assert len(create("lion", model[0].weight).param_groups[0]["params"]) == 1
+
+
+def test_specs_are_immutable() -> None:
+    s = spec("adamw")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.name = "other"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        s.defaults["lr"] = 1.0  # type: ignore[index]
+    with pytest.raises(ValueError, match="lr"):
+        OptimizerSpec(name="x", target="torch.optim:SGD", sweep={"momentum": (0.1, 0.9)})
+
+
+def test_importing_the_registry_imports_no_optimizer_module() -> None:
+    """``target`` strings are resolved on demand: loading registry.py imports nothing from ``precond``."""
+    path = Path(registry.__file__)
+    before = set(sys.modules)
+    module_spec = importlib.util.spec_from_file_location("_registry_alone", path)
+    assert module_spec is not None and module_spec.loader is not None
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules["_registry_alone"] = module  # dataclasses look their module up while the class is built
+    try:
+        module_spec.loader.exec_module(module)
+    finally:
+        del sys.modules["_registry_alone"]
+    new = sorted(m for m in set(sys.modules) - before if m.startswith("precond"))
+    assert new == [], f"importing registry.py imported {new}"
+    assert sorted(module.REGISTRY) == NAMES
