@@ -13,7 +13,7 @@ sgd       torch.optim:SGD                 lr=1e-2, momentum=0.9                 
 lion      precond.optim.lion:Lion         (class's: lr=1e-4, betas=(0.9, 0.99))      lr 1e-5…1e-3, wd 1e-2…1
 soap      precond.optim.soap:SOAP         (class's: lr=3e-3, wd=0.01)                lr 3e-4…3e-2, wd 1e-3…1e-1
 shampoo   precond.optim.shampoo:Shampoo   (class's)                                  lr 1e-4…1e-2, wd 1e-3…1e-1
-muon      precond.optim.muon:Muon         (class's)                                  lr 3e-3…1e-1, wd 1e-3…1e-1
+muon      precond.optim.muon:Muon         scale="match_adamw", adam_lr_ratio=1, wd   lr 1e-4…1e-2, wd 1e-3…1e-1
 mfac      precond.optim.mfac:MFAC         (class's: lr=1e-3)                         lr 1e-4…1e-2
 ========  ==============================  =========================================  ==============================
 """
@@ -166,9 +166,11 @@ _SPECS = (
     OptimizerSpec(
         name="muon",
         target="precond.optim.muon:Muon",
-        defaults={},
+        # Moonshot's recipe (arXiv 2502.16982): updates scaled to AdamW's RMS, so one AdamW-like lr serves the
+        # Muon matrices and the AdamW params (embeddings, head, gains) alike, and a one-knob lr sweep is fair.
+        defaults={"scale": "match_adamw", "adam_lr_ratio": 1.0, "weight_decay": 0.01, "adam_weight_decay": 0.01},
         sweep={
-            "lr": (3e-3, 1e-1),  # for the orthogonalised 2-D updates (unit spectral norm): far above Adam's
+            "lr": (1e-4, 1e-2),  # AdamW's range (match_adamw scaling)
             "weight_decay": (1e-3, 1e-1),  # decoupled decay as in AdamW
         },
         description="Momentum orthogonalised by Newton-Schulz for 2-D weights; AdamW for the rest (chosen by name).",

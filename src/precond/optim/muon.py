@@ -1,0 +1,432 @@
+"""Muon: momentum orthogonalized by Newton–Schulz for matrices, AdamW for the rest (Jordan et al. 2024)."""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+from precond.linalg import newton_schulz
+from precond.optim._common import (
+    PrecondOptimizer,
+    check_betas,
+    check_bool,
+    check_choice,
+    check_int,
+    check_lr,
+    check_real,
+    masked_decay,
+    masked_scale,
+)
+
+SCALES = ("shape", "match_adamw", "none")
+
+#: Names routed to AdamW by the automatic rule (matched against the dotted parameter name): a component that
+#: contains ``embed`` (``embed``, ``embedding``, ``embed_tokens``, ``tok_embeddings``, ``pos_embed``, ...) or is
+#: ``wte``/``wpe``, anywhere in the path; or an *owning module* (the component before the final attribute,
+#: skipping numeric ``Sequential`` indices) named ``lm_head``, ``head``, ``output`` or ``classifier``.  The
+#: head words only count as the owning module so that hidden layers that merely live under such a name —
+#: Hugging Face BERT's ``layer.0.attention.output.dense.weight`` — still get Muon.
+AUTO_ADAMW_NAME = re.compile(
+    r"(?:^|\.)(?:\w*embed\w*|wte|wpe)(?:\.|$)"
+    r"|(?:^|\.)(?:lm_head|head|output|classifier)(?:\.\d+)*\.[^.]+$"
+)
+
+
+@functools.lru_cache(maxsize=4096)
+def _looks_like_embedding_or_head(name: str) -> bool:
+    return AUTO_ADAMW_NAME.search(name) is not None
+
+
+def uses_muon(param: torch.Tensor, name: str | None = None, use_muon: bool | None = None) -> bool:
+    """The routing rule of :class:`Muon`: explicit ``use_muon`` wins, else ``ndim >= 2`` and not an
+    embedding/head by name (:data:`AUTO_ADAMW_NAME`)."""
+    if use_muon is not None:
+        return use_muon
+    return param.ndim >= 2 and (name is None or not _looks_like_embedding_or_head(name))
+
+
+def _state_dtype(p: torch.Tensor) -> torch.dtype:
+    return torch.float64 if p.dtype == torch.float64 else torch.float32
+
+
+def _masked(value: float, keep: torch.Tensor | None, off: float, dtype: torch.dtype) -> float | torch.Tensor:
+    """``value`` on a kept step, ``off`` (1 = untouched decay, 0 = no step) on a skipped one, no host sync.
+
+    float32 uses ``masked_decay``/``masked_scale``; float64 state selects in float64 so that a kept step keeps
+    the full-precision constant (a float32 0-d tensor would round it).
+    """
+    if keep is None:
+        return value
+    if dtype == torch.float32:
+        return masked_decay(value, keep) if off == 1.0 else masked_scale(value, keep)
+    return torch.where(keep, torch.full((), value, dtype=dtype, device=keep.device), off)
+
+
+def update_scale(rows: int, cols: int, scale: str) -> float:
+    """Factor applied to ``NS(u)`` of a ``rows × cols`` matrix (see :class:`Muon` ``scale``)."""
+    if scale == "shape":
+        return math.sqrt(max(1.0, rows / cols))
+    if scale == "match_adamw":
+        return 0.2 * math.sqrt(max(rows, cols))
+    if scale == "none":
+        return 1.0
+    raise ValueError(f"Muon: invalid scale={scale!r}: must be one of {', '.join(repr(s) for s in SCALES)}")
+
+
+def _matrix_shape(p: torch.Tensor) -> tuple[int, int]:
+    """Muon's 2-D view of a parameter: ``[shape[0], prod(rest)]`` (conv kernels as ``[out, in·kh·kw]``)."""
+    if p.ndim < 2:
+        raise ValueError(f"Muon: a parameter of shape {tuple(p.shape)} has no matrix view (needs >= 2 dims)")
+    return p.shape[0], p[0].numel()
+
+
+def muon_step_(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    momentum_buffers: list[torch.Tensor],
+    *,
+    lr: float,
+    momentum: float = 0.95,
+    nesterov: bool = True,
+    weight_decay: float = 0.0,
+    ns_steps: int = 5,
+    ns_coefficients: tuple[float, float, float] = (3.4445, -4.7750, 2.0315),
+    eps: float = 1e-7,
+    scale: str = "shape",
+    keep: torch.Tensor | None = None,
+) -> None:
+    """One Muon step on ``params`` in place (the math of :class:`Muon`, no optimizer bookkeeping).
+
+    ``momentum_buffers[i]`` has ``params[i]``'s shape and the state dtype (float32, float64 for float64
+    params).  Parameters whose matrix view (``[shape[0], prod(rest)]``), dtype and device agree are stacked
+    and orthogonalised by one batched :func:`~precond.linalg.newton_schulz` call.  Per matrix::
+
+        buf ← momentum·buf + (1 − momentum)·g
+        u   ← g + momentum·(buf − g)          (nesterov; else u = buf)
+        p   ← p·(1 − lr·weight_decay) − lr·scale(rows, cols)·NS(u)
+
+    ``keep``: optional 0-d bool tensor; when false the call is a bitwise no-op on params and buffers (the
+    gradients may then be non-finite), when true it is bitwise the ``keep=None`` step.  No host sync.
+    """
+    if not (len(params) == len(grads) == len(momentum_buffers)):
+        raise ValueError("muon_step_: params, grads and momentum_buffers must have the same length")
+    buckets: dict[tuple, list[int]] = {}
+    for i, p in enumerate(params):
+        buckets.setdefault((_matrix_shape(p), p.dtype, p.device), []).append(i)
+    for ((rows, cols), dtype, _), idx in buckets.items():
+        ps = [params[i] for i in idx]
+        bufs = [momentum_buffers[i] for i in idx]
+        sdt = _state_dtype(ps[0])
+        g = torch.stack([grads[i].reshape(rows, cols) for i in idx]).to(sdt)
+        if keep is not None:
+            g = torch.where(keep, g, 0.0)  # a skipped step must not see inf/NaN (0·inf = NaN)
+        buf = torch.stack([b.reshape(rows, cols) for b in bufs])
+        buf.lerp_(g, _masked(1.0 - momentum, keep, 0.0, sdt))
+        torch._foreach_copy_(bufs, [b.view(dst.shape) for b, dst in zip(buf.unbind(0), bufs, strict=True)])
+        u = g.lerp_(buf, momentum) if nesterov else buf
+        update = newton_schulz(u, ns_steps, ns_coefficients, eps)
+        update.mul_(_masked(-lr * update_scale(rows, cols, scale), keep, 0.0, sdt))
+        updates = [d.view(p.shape) for d, p in zip(update.unbind(0), ps, strict=True)]
+        targets = ps if dtype == sdt else [p.to(sdt) for p in ps]  # bf16/fp16: update a float32 copy
+        if weight_decay != 0.0:
+            torch._foreach_mul_(targets, _masked(1.0 - lr * weight_decay, keep, 1.0, sdt))
+        torch._foreach_add_(targets, updates)
+        if dtype != sdt:
+            torch._foreach_copy_(ps, targets)
+
+
+def adamw_step_(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    steps: list[torch.Tensor],
+    *,
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+    weight_decay: float,
+    keep: torch.Tensor | None = None,
+) -> None:
+    """AdamW (decoupled weight decay, bias-corrected) for Muon's non-matrix parameters, in place.
+
+    For float32 parameters bitwise ``torch.optim.AdamW`` (single-tensor path), but the bias corrections are
+    computed on device from the float32 ``steps`` tensors (no ``.item()``).  Moments are float32 (float64 for
+    float64 params); bf16/fp16 params are updated through a float32 copy.  ``keep`` as in :func:`muon_step_`.
+    """
+    if not params:
+        return
+    beta1, beta2 = betas
+    sdt = torch.float64 if all(p.dtype == torch.float64 for p in params) else torch.float32
+    if any(_state_dtype(p) != sdt for p in params):
+        groups = [[i for i, p in enumerate(params) if _state_dtype(p) == d] for d in (torch.float32, torch.float64)]
+        for idx in groups:
+            adamw_step_(
+                *([seq[i] for i in idx] for seq in (params, grads, exp_avgs, exp_avg_sqs, steps)),
+                lr=lr,
+                betas=betas,
+                eps=eps,
+                weight_decay=weight_decay,
+                keep=keep,
+            )
+        return
+    gs = [g.to(sdt) for g in grads]
+    if keep is not None:
+        gs = [torch.where(keep, g, 0.0) for g in gs]
+        torch._foreach_add_(steps, keep.to(steps[0].dtype))
+    else:
+        torch._foreach_add_(steps, 1.0)
+    # bias corrections in float64 (torch computes them in Python floats); a skipped first step gives 1/0 here,
+    # which the mask selects away.
+    t = torch.stack(steps).to(torch.float64)
+    step_size_neg = (-lr / (1.0 - torch.pow(beta1, t))).to(sdt)
+    bc2_sqrt = (1.0 - torch.pow(beta2, t)).pow(0.5).to(sdt)
+    if keep is not None:
+        step_size_neg = torch.where(keep, step_size_neg, 0.0)
+    targets = [p if p.dtype == sdt else p.to(sdt) for p in params]
+    if weight_decay != 0.0:
+        torch._foreach_mul_(targets, _masked(1.0 - lr * weight_decay, keep, 1.0, sdt))
+    weight = _masked(1.0 - beta1, keep, 0.0, sdt)
+    if isinstance(weight, torch.Tensor):
+        torch._foreach_lerp_(exp_avgs, gs, [weight] * len(gs))
+    else:
+        torch._foreach_lerp_(exp_avgs, gs, weight)
+    torch._foreach_mul_(exp_avg_sqs, _masked(beta2, keep, 1.0, sdt))
+    torch._foreach_addcmul_(exp_avg_sqs, gs, gs, value=1.0 - beta2)
+    denom = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_div_(denom, list(bc2_sqrt.unbind(0)))
+    torch._foreach_add_(denom, eps)
+    # p + (−step_size·m)/denom: the order of operations of torch's addcdiv_, so float32 is bitwise AdamW
+    numer = torch._foreach_mul(exp_avgs, list(step_size_neg.unbind(0)))
+    torch._foreach_div_(numer, denom)
+    torch._foreach_add_(targets, numer)
+    for p, t32 in zip(params, targets, strict=True):
+        if t32 is not p:
+            p.copy_(t32)
+
+
+class Muon(PrecondOptimizer):
+    r"""Muon (Jordan et al. 2024, https://kellerjordan.github.io/posts/muon/) with AdamW for non-matrix params.
+
+    For a matrix parameter, Muon keeps a momentum of the gradient and steps along its orthogonalization
+    ``NS(u) ≈ U Vᵀ`` (quintic Newton–Schulz, :func:`~precond.linalg.newton_schulz`), so every direction of the
+    update has about the same size however ill-conditioned the gradient is::
+
+        buf ← momentum·buf + (1 − momentum)·g              (Keller's ``buf.lerp_(g, 1 − momentum)``)
+        u   ← g + momentum·(buf − g)  if nesterov else buf  (``g.lerp(buf, momentum)``)
+        p   ← p·(1 − lr·weight_decay)                       (decoupled, unscaled lr, like torch.optim.Muon)
+        p   ← p − lr·scale(rows, cols)·NS(u)
+
+    **Momentum convention.** This is KellerJordan/Muon's update and the *code* of ``torch.optim.Muon`` (torch
+    2.13 runs ``buf.lerp_(grad, 1 − momentum)`` and ``grad.lerp(buf, momentum)``); the torch *docstring*
+    writes ``B ← μB + g`` and ``g + μB``.  The two agree up to a constant: by induction the summed buffer is
+    the lerp buffer divided by ``(1 − μ)``, and so is the Nesterov combination, and ``NS`` divides its input by
+    its Frobenius norm — so the steps are the same, up to the ``eps`` in that normalisation
+    (``tests/optim/test_muon.py`` checks both forms).
+
+    **Which parameters get Muon.** ``params`` may be tensors, param-group dicts, or ``(name, tensor)`` pairs
+    (e.g. ``model.named_parameters()``, as ``torch.optim.Muon`` accepts; names are kept in the group's
+    ``param_names``).  A group's ``use_muon`` decides: ``True`` — Muon for all its params (each needs ``>= 2``
+    dims); ``False`` — AdamW for all; ``None`` (default) — automatic: Muon iff ``p.ndim >= 2`` and, when the
+    name is known, it does not look like an embedding or output head (:data:`AUTO_ADAMW_NAME`: a dotted
+    component containing ``embed`` or equal to ``wte``/``wpe`` anywhere; ``lm_head``/``head``/``output``/
+    ``classifier`` as the module owning the parameter, numeric indices skipped — so ``lm_head.weight``,
+    ``output.weight``, ``classifier.6.weight``, ``transformer.wte.weight``, ``model.embed_tokens.weight`` go
+    to AdamW and BERT's ``attention.output.dense.weight`` to Muon; ``head.fc.weight`` is *not* caught: put
+    such params in a ``use_muon=False`` group).  Without names, embeddings (2-D) get Muon: pass named
+    parameters or explicit groups.  Everything else — 0-d/1-d params (biases, gains), embeddings, heads — gets
+    AdamW with the ``adam_*`` hyperparameters (decoupled weight decay and bias correction as
+    ``torch.optim.AdamW``; for float32 params it is bitwise that optimizer).  Params with 3+ dims (conv
+    kernels) are viewed as ``[shape[0], prod(rest)]``.
+
+    Args:
+        params: tensors, ``(name, tensor)`` pairs or param groups; every argument below except ``nonfinite``
+            (and ``use_muon``, a group key) may be overridden per group.
+        lr: Muon learning rate (default ``0.02``, Keller's).
+        momentum: in ``[0, 1)`` (default ``0.95``).
+        nesterov: Nesterov momentum (default ``True``).
+        weight_decay: decoupled, ``p ← p·(1 − lr·weight_decay)`` (default ``0``).
+        ns_steps: Newton–Schulz iterations (``>= 1``, default ``5``).
+        ns_coefficients: the quintic's ``(a, b, c)`` (default Keller's ``(3.4445, -4.7750, 2.0315)``).
+        eps: added to the Frobenius norm in Newton–Schulz (default ``1e-7``).
+        scale: per-matrix update factor for a ``rows × cols`` view: ``"shape"`` (default, Keller)
+            ``max(1, rows/cols)^0.5``; ``"match_adamw"`` (Moonshot, arXiv 2502.16982) ``0.2·sqrt(max(rows,
+            cols))``, which gives the update AdamW's RMS so AdamW's lr and weight decay fit; ``"none"`` ``1``.
+        adam_lr_ratio: the AdamW params' learning rate is ``lr · adam_lr_ratio`` (default ``0.015``, i.e.
+            ``3e-4`` at ``lr=0.02``: KellerJordan/Muon's auxiliary Adam).  A ratio rather than a second learning
+            rate, so LR schedulers (which change ``lr``) schedule both parts and ``lr=0`` freezes the group; with
+            ``scale="match_adamw"`` use ``1.0``: one AdamW-like lr for everything (Moonshot's recipe).
+        adam_betas, adam_eps, adam_weight_decay: AdamW for the non-Muon params (defaults ``(0.9, 0.95)``,
+            ``1e-10`` and ``0``).  ``adam_eps`` must be ``> 0`` (a skipped step divides ``0/eps``).
+        nonfinite: ``"skip"`` (default): a step with any non-finite gradient is a bitwise no-op on every param
+            and state tensor, without a host sync (masked updates), counted in ``state[p]["nonfinite_skips"]``
+            (a tensor) of the params that had a gradient; ``"raise"``: ``ValueError`` before anything is
+            modified (one sync per step).
+
+    Newton–Schulz runs in float32 (float64 for float64 params), not bf16 as the reference does on GPUs: CPUs
+    without bf16 matmul units run it ~50× slower in bf16.  Same-shaped Muon params of a group are stacked
+    into one batched ``[B, m, n]`` call; the rest is ``torch._foreach_*``; no ``.item()`` on a step.
+
+    State: Muon params ``momentum_buffer`` (float32, param shape), ``nonfinite_skips``; AdamW params ``step``
+    (float32 tensor), ``exp_avg``, ``exp_avg_sq`` (float32), ``nonfinite_skips``.  Float32 state of bf16
+    params stays float32 across ``load_state_dict``.
+    """
+
+    optimizer_name = "Muon"
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, torch.Tensor]],
+        lr: float = 0.02,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        weight_decay: float = 0.0,
+        ns_steps: int = 5,
+        ns_coefficients: tuple[float, float, float] = (3.4445, -4.7750, 2.0315),
+        eps: float = 1e-7,
+        scale: str = "shape",
+        adam_lr_ratio: float = 0.015,
+        adam_betas: tuple[float, float] = (0.9, 0.95),
+        adam_eps: float = 1e-10,
+        adam_weight_decay: float = 0.0,
+        nonfinite: str = "skip",
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            nesterov=nesterov,
+            weight_decay=weight_decay,
+            ns_steps=ns_steps,
+            ns_coefficients=ns_coefficients,
+            eps=eps,
+            scale=scale,
+            adam_lr_ratio=adam_lr_ratio,
+            adam_betas=adam_betas,
+            adam_eps=adam_eps,
+            adam_weight_decay=adam_weight_decay,
+            use_muon=None,
+        )
+        super().__init__(params, defaults, nonfinite)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ torch.optim plumbing
+    def _validate_group(self, group: dict[str, Any], where: str) -> None:
+        check_lr(group, where)
+        check_real(group, "momentum", where, low=0.0, high=1.0, high_open=True)
+        check_bool(group, "nesterov", where)
+        check_real(group, "weight_decay", where, low=0.0)
+        check_int(group, "ns_steps", where, low=1)
+        coeffs = group["ns_coefficients"]
+        if not (
+            isinstance(coeffs, (tuple, list))
+            and len(coeffs) == 3
+            and all(isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) for c in coeffs)
+        ):
+            raise ValueError(f"{where}: invalid ns_coefficients={coeffs!r}: must be three finite numbers (a, b, c)")
+        check_real(group, "eps", where, low=0.0)
+        check_choice(group, "scale", where, SCALES)
+        check_real(group, "adam_lr_ratio", where, low=0.0)
+        check_betas(group, where, name="adam_betas")
+        check_real(group, "adam_eps", where, low=0.0, low_open=True)
+        check_real(group, "adam_weight_decay", where, low=0.0)
+        if group.get("use_muon") not in (None, True, False):
+            raise ValueError(f"{where}: invalid use_muon={group['use_muon']!r}: must be True, False or None (auto)")
+        if group.get("use_muon") is True:
+            for p in group.get("params", ()):
+                if isinstance(p, torch.Tensor) and p.ndim < 2:
+                    raise ValueError(
+                        f"{where}: use_muon=True but a parameter has shape {tuple(p.shape)}; Muon needs >= 2 "
+                        "dims: put 0-d/1-d params in a group with use_muon=False (or None)"
+                    )
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        params = param_group["params"]
+        params = [params] if isinstance(params, torch.Tensor) else list(params)  # may be a generator
+        if any(isinstance(p, tuple) for p in params):
+            if not all(isinstance(p, tuple) and len(p) == 2 for p in params):
+                raise ValueError("Muon: give either all params as (name, tensor) pairs or none")
+            param_group = {**param_group, "param_names": [n for n, _ in params], "params": [t for _, t in params]}
+        else:
+            param_group = {**param_group, "params": params}
+        super().add_param_group(param_group)
+
+    def _routes(self, group: dict[str, Any], params: list[torch.Tensor]) -> list[bool]:
+        names = group.get("param_names")
+        if names is None:
+            return [uses_muon(p, None, group["use_muon"]) for p in params]
+        name_of = {id(p): n for p, n in zip(group["params"], names, strict=False)}
+        return [uses_muon(p, name_of.get(id(p)), group["use_muon"]) for p in params]
+
+    # ------------------------------------------------------------------ the step
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """Perform one optimization step (``closure`` re-evaluates the model and returns the loss)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        work = [(group, self._grads(group)) for group in self.param_groups]
+        with_grad = [p for _, ps in work for p in ps]
+        if not with_grad:
+            return loss
+        ok = self._finite_flag(with_grad)  # "raise" raises here, before any state exists or changes
+        counters = []
+        for group, ps in work:
+            muon_ps: list[torch.Tensor] = []
+            adam_ps: list[torch.Tensor] = []
+            for p, route in zip(ps, self._routes(group, ps), strict=True):
+                (muon_ps if route else adam_ps).append(p)
+                self._init_state(p, route)
+                counters.append(self.state[p]["nonfinite_skips"])
+            if muon_ps:
+                muon_step_(
+                    muon_ps,
+                    [p.grad for p in muon_ps],  # type: ignore[misc]
+                    [self.state[p]["momentum_buffer"] for p in muon_ps],
+                    lr=group["lr"],
+                    momentum=group["momentum"],
+                    nesterov=group["nesterov"],
+                    weight_decay=group["weight_decay"],
+                    ns_steps=group["ns_steps"],
+                    ns_coefficients=tuple(group["ns_coefficients"]),
+                    eps=group["eps"],
+                    scale=group["scale"],
+                    keep=ok,
+                )
+            if adam_ps:
+                states = [self.state[p] for p in adam_ps]
+                adamw_step_(
+                    adam_ps,
+                    [p.grad for p in adam_ps],  # type: ignore[misc]
+                    [s["exp_avg"] for s in states],
+                    [s["exp_avg_sq"] for s in states],
+                    [s["step"] for s in states],
+                    lr=group["lr"] * group["adam_lr_ratio"],
+                    betas=tuple(group["adam_betas"]),
+                    eps=group["adam_eps"],
+                    weight_decay=group["adam_weight_decay"],
+                    keep=ok,
+                )
+        if ok is not None:
+            torch._foreach_add_(counters, (~ok).to(torch.int64))
+        return loss
+
+    def _init_state(self, p: torch.Tensor, route: bool) -> None:
+        state = self.state[p]
+        key = "momentum_buffer" if route else "exp_avg"
+        if key in state:
+            return
+        if state:  # the routing of this param changed (e.g. use_muon edited): start its new state afresh
+            state.clear()
+        zeros = functools.partial(torch.zeros, p.shape, dtype=_state_dtype(p), device=p.device)
+        if route:
+            state["momentum_buffer"] = zeros()
+        else:
+            state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+            state["exp_avg"] = zeros()
+            state["exp_avg_sq"] = zeros()
+        state["nonfinite_skips"] = torch.zeros((), dtype=torch.int64, device=p.device)
