@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml requirements/ci.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m precond
+	$(VENV)/bin/precond bench
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -1,3 +1,5 @@
-from precond.demo import main
+import sys
 
-main()
+from precond.cli import main
+
+sys.exit(main())

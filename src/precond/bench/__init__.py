@@ -1,5 +1,23 @@
-"""Benchmarking: CPU-sized workloads (:mod:`precond.bench.workloads`) on which to compare the optimizers."""
+"""``precond bench``: a fair optimizer benchmark (workloads, trials, SQLite store, protocol, report)."""
 
+from precond.bench.protocol import OptimizerSummary, Plan, Summary, run_plan, summarize
+from precond.bench.store import Store
+from precond.bench.trial import TrialResult, TrialSpec, run_trial
 from precond.bench.workloads import PRESETS, WORKLOADS, Task, Workload, get_workload
 
-__all__ = ["PRESETS", "WORKLOADS", "Task", "Workload", "get_workload"]
+__all__ = [
+    "PRESETS",
+    "WORKLOADS",
+    "OptimizerSummary",
+    "Plan",
+    "Store",
+    "Summary",
+    "Task",
+    "TrialResult",
+    "TrialSpec",
+    "Workload",
+    "get_workload",
+    "run_plan",
+    "run_trial",
+    "summarize",
+]

@@ -1,0 +1,540 @@
+"""The fair comparison protocol of ``precond bench``: tune every optimizer the same way, then compare at the end.
+
+1. **Sweep.** For every optimizer of a :class:`Plan`, a log grid of learning rates from the registry's range
+   (``OptimizerSpec.grid("lr", lr_points)``, values rounded to 4 significant digits so that keys are stable and
+   readable), crossed with a weight-decay grid when ``sweep_weight_decay`` is set and the registry has a
+   ``weight_decay`` range for that optimizer. Every trial trains to the end of the workload's budget under the same
+   warmup + cosine schedule (:func:`~precond.bench.trial.run_trial`), with seed ``tune_seed``.
+2. **Select.** The best setting is the ``"ok"`` trial with the lowest *final* validation loss (ties: smaller lr, then
+   smaller weight decay); never an intermediate checkpoint, since rankings flip once the learning rate decays.
+3. **Seeds.** The best setting is rerun with ``seeds - 1`` further seeds (the smallest non-negative integers other
+   than ``tune_seed``).
+4. **Compare** (:func:`summarize`, a pure function of the trial results):
+
+   * ``target`` = the baseline's mean final validation loss over its seeds;
+   * steps to target: on the **seed-averaged validation curve** (mean validation loss at every evaluated step), the
+     first step at which it is ``<= target``, linearly interpolated between the two evaluations around the
+     crossing (:func:`steps_to_target`). The baseline's own figure is computed the same way on its own mean curve;
+     since that curve ends exactly at the target, it is the last step unless the mean curve dipped below the
+     target earlier. Per-seed figures are reported too (``None`` for a seed that never reaches the target, which
+     happens to about half of the baseline's own seeds, hence the mean curve for the speedup);
+   * ``speedup`` = baseline steps to target / optimizer steps to target (``None`` if the optimizer never reaches
+     it); ``time_speedup`` is the same ratio for training wall-clock (validation excluded) interpolated at the same
+     crossing; ``step_overhead`` = mean seconds in ``optimizer.step()`` / the baseline's;
+   * **verdict**: ``"faster"`` or ``"slower"`` only if Welch's two-sample t-test on the seeds' final validation
+     losses rejects equal means at level ``alpha`` (two-sided; default 0.01) **and** the ``mean ± std`` intervals do
+     not overlap; otherwise ``"inconclusive"`` (always so with fewer than two seeds on either side). "Faster" means a
+     significantly lower final loss at the same step budget, i.e. the baseline's final loss is reached earlier.
+     ``"baseline"`` marks the baseline itself, ``"failed"`` an optimizer without any ``"ok"`` trial and
+     ``"missing"`` one without any trial in the results. There is no "same" verdict: failing to detect a
+     difference is not evidence of equality, so that case stays ``"inconclusive"``.
+
+The t-test needs no scipy: critical values of Student's t come from a table (df 1-30, two-sided 0.05 and 0.01),
+linearly interpolated in ``1/df`` for the fractional Welch-Satterthwaite degrees of freedom. The quantile is convex
+in ``1/df``, so the interpolation overestimates it slightly: the test errs on the conservative side. Beyond 30
+degrees of freedom the df-30 value is used (also conservative).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+from precond.bench import trial as _trial
+from precond.bench.store import Store
+from precond.bench.trial import CurvePoint, HParamValue, TrialResult, TrialSpec, WorkloadLike, run_trial
+from precond.optim.registry import spec as optimizer_spec
+
+__all__ = [
+    "ALPHAS",
+    "Comparison",
+    "OnResult",
+    "OptimizerSummary",
+    "Plan",
+    "PlanProgress",
+    "Summary",
+    "SweepPoint",
+    "Verdict",
+    "mean_curve",
+    "run_plan",
+    "select_best",
+    "steps_to_target",
+    "summarize",
+    "t_critical",
+    "welch_test",
+]
+
+Verdict = Literal["baseline", "faster", "slower", "inconclusive", "failed", "missing"]
+#: ``progress(spec, step_done, total_steps, train_loss)`` while a trial of a plan trains.
+PlanProgress = Callable[[TrialSpec, int, int, float], None]
+#: ``on_result(result, reused)`` after each trial of a plan; ``reused`` when it came from the store.
+OnResult = Callable[[TrialResult, bool], None]
+
+# Two-sided critical values of Student's t, df = 1..30 (standard tables).
+# fmt: off
+_T_05 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)
+_T_01 = (
+    63.657, 9.925, 5.841, 4.604, 4.032, 3.707, 3.499, 3.355, 3.250, 3.169,
+    3.106, 3.055, 3.012, 2.977, 2.947, 2.921, 2.898, 2.878, 2.861, 2.845,
+    2.831, 2.819, 2.807, 2.797, 2.787, 2.779, 2.771, 2.763, 2.756, 2.750,
+)
+# fmt: on
+_T_TABLE: dict[float, tuple[float, ...]] = {0.05: _T_05, 0.01: _T_01}
+ALPHAS: tuple[float, ...] = tuple(sorted(_T_TABLE))
+
+
+def _round(value: float) -> float:
+    return float(f"{value:.4g}")
+
+
+# ------------------------------------------------------------------------------------------------------- plan
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to compare, and how hard to tune it.
+
+    Attributes:
+        workload, preset: the workload (``precond.bench.workloads.get_workload(workload, preset)``).
+        optimizers: registry names; the ``baseline`` is put first if it is not among them.
+        lr_points: learning rates per optimizer (log grid over the registry's range).
+        sweep_weight_decay: also sweep ``wd_points`` weight decays (full grid with the learning rates) for
+            optimizers whose registry spec has a ``weight_decay`` range; the others keep their default.
+        tune_seed: seed of the sweep.
+        seeds: seeds of the winning setting, the tuning seed included.
+        baseline: the optimizer that sets the target loss.
+        alpha: two-sided level of the seed-based significance test (one of :data:`ALPHAS`).
+        fixed_hparams: per optimizer, hyperparameters passed to every trial besides the swept ones
+            (e.g. ``{"sgd": {"momentum": 0.0}}``); they are part of each trial's key.
+    """
+
+    workload: str
+    optimizers: tuple[str, ...]
+    preset: str = "quick"
+    lr_points: int = 4
+    sweep_weight_decay: bool = False
+    wd_points: int = 3
+    tune_seed: int = 0
+    seeds: int = 3
+    baseline: str = "adamw"
+    alpha: float = 0.01
+    fixed_hparams: Mapping[str, Mapping[str, HParamValue]] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        given = (self.optimizers,) if isinstance(self.optimizers, str) else tuple(self.optimizers)
+        names = [optimizer_spec(n).name for n in given]
+        baseline = optimizer_spec(self.baseline).name
+        if baseline not in names:
+            names.insert(0, baseline)
+        object.__setattr__(self, "optimizers", tuple(dict.fromkeys(names)))
+        object.__setattr__(self, "baseline", baseline)
+        fixed = {optimizer_spec(k).name: dict(v) for k, v in self.fixed_hparams.items()}
+        object.__setattr__(self, "fixed_hparams", fixed)
+        for name in ("lr_points", "wd_points", "seeds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Plan.{name} must be an integer >= 1, got {value!r}")
+        if self.alpha not in _T_TABLE:
+            raise ValueError(f"Plan.alpha must be one of {ALPHAS}, got {self.alpha!r}")
+
+    def grid(self, optimizer: str) -> list[dict[str, HParamValue]]:
+        """The hyperparameter settings swept for ``optimizer``, in run order (lr ascending, then weight decay)."""
+        s = optimizer_spec(optimizer)
+        lrs = [_round(v) for v in s.grid("lr", self.lr_points)]
+        wds: list[float | None] = [None]
+        if self.sweep_weight_decay and "weight_decay" in s.sweep:
+            wds = [_round(v) for v in s.grid("weight_decay", self.wd_points)]
+        fixed = dict(self.fixed_hparams.get(s.name, {}))
+        out: list[dict[str, HParamValue]] = []
+        for lr in lrs:
+            for wd in wds:
+                point: dict[str, HParamValue] = {**fixed, "lr": lr}
+                if wd is not None:
+                    point["weight_decay"] = wd
+                out.append(point)
+        return out
+
+    def sweep_specs(self, optimizer: str) -> list[TrialSpec]:
+        """The tuning trials of ``optimizer``."""
+        name = optimizer_spec(optimizer).name
+        return [TrialSpec.make(self.workload, self.preset, name, hp, self.tune_seed) for hp in self.grid(name)]
+
+    def extra_seeds(self) -> tuple[int, ...]:
+        """The seeds the winner is rerun with: the ``seeds - 1`` smallest non-negative ints other than
+        ``tune_seed``."""
+        out: list[int] = []
+        candidate = 0
+        while len(out) < self.seeds - 1:
+            if candidate != self.tune_seed:
+                out.append(candidate)
+            candidate += 1
+        return tuple(out)
+
+    def seed_specs(self, best: TrialSpec) -> list[TrialSpec]:
+        """The reruns of the winning trial ``best`` with :meth:`extra_seeds`."""
+        return [TrialSpec(best.workload, best.preset, best.optimizer, best.hparams, s) for s in self.extra_seeds()]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if k != "fixed_hparams"}
+        out["optimizers"] = list(self.optimizers)
+        out["fixed_hparams"] = {k: dict(v) for k, v in self.fixed_hparams.items()}
+        return out
+
+
+# ------------------------------------------------------------------------------------------------ pure pieces
+
+
+def select_best(results: Iterable[TrialResult]) -> TrialResult | None:
+    """The ``"ok"`` result with the lowest final validation loss; ties go to the smaller lr, then the smaller
+    weight decay. ``None`` when no result is ``"ok"``."""
+
+    def number(value: object) -> float:
+        return float(value) if isinstance(value, (int, float)) else 0.0
+
+    def order(r: TrialResult) -> tuple[float, float, float]:
+        hp = r.spec.hparams_dict
+        assert r.final_val is not None
+        return (r.final_val, number(hp.get("lr")), number(hp.get("weight_decay")))
+
+    ok = [r for r in results if r.ok]
+    return min(ok, key=order) if ok else None
+
+
+def _mean(values: Sequence[float]) -> float:
+    return math.fsum(values) / len(values)
+
+
+def _std(values: Sequence[float]) -> float | None:
+    """Sample standard deviation (``n - 1``); ``None`` for fewer than two values."""
+    if len(values) < 2:
+        return None
+    m = _mean(values)
+    return math.sqrt(math.fsum((v - m) ** 2 for v in values) / (len(values) - 1))
+
+
+def mean_curve(curves: Sequence[Sequence[CurvePoint]]) -> tuple[CurvePoint, ...]:
+    """Pointwise mean ``(step, val_loss, seconds)`` over ``curves``, at the steps every curve evaluated."""
+    if not curves:
+        return ()
+    common = set.intersection(*({p[0] for p in c} for c in curves))
+    maps = [{p[0]: p for p in c} for c in curves]
+    return tuple(
+        (step, _mean([m[step][1] for m in maps]), _mean([m[step][2] for m in maps])) for step in sorted(common)
+    )
+
+
+def steps_to_target(curve: Sequence[CurvePoint], target: float) -> tuple[float, float] | None:
+    """``(steps, seconds)`` at which ``curve`` first reaches ``val_loss <= target``, linearly interpolated between
+    the evaluation before the crossing and the first one at or below the target; ``None`` if it never does."""
+    for i, (step, val, seconds) in enumerate(curve):
+        if val <= target:
+            if i == 0:
+                return float(step), float(seconds)
+            prev_step, prev_val, prev_seconds = curve[i - 1]
+            frac = (prev_val - target) / (prev_val - val)
+            return prev_step + frac * (step - prev_step), prev_seconds + frac * (seconds - prev_seconds)
+    return None
+
+
+def t_critical(df: float, alpha: float = 0.01) -> float:
+    """Two-sided critical value of Student's t at level ``alpha`` for ``df`` degrees of freedom (table, linear in
+    ``1/df`` between integers; conservative, see the module docstring)."""
+    table = _T_TABLE[alpha]
+    if not df >= 1:
+        raise ValueError(f"degrees of freedom must be >= 1, got {df!r}")
+    if df >= len(table):
+        return table[-1]
+    lo = math.floor(df)
+    if lo == df:
+        return table[lo - 1]
+    w = (1 / lo - 1 / df) / (1 / lo - 1 / (lo + 1))
+    return table[lo - 1] + w * (table[lo] - table[lo - 1])
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Welch's t-test of an optimizer's final validation losses against the baseline's.
+
+    ``delta`` = optimizer mean - baseline mean (negative: lower loss); ``t`` = ``delta / se`` (``None`` when both
+    samples are constant and equal); ``df`` the Welch-Satterthwaite degrees of freedom; ``significant`` when
+    ``|t| > critical``; ``overlap`` when ``|delta| <= std_optimizer + std_baseline``.
+    """
+
+    delta: float
+    t: float | None
+    df: float | None
+    critical: float | None
+    alpha: float
+    significant: bool
+    overlap: bool
+
+
+def welch_test(sample: Sequence[float], baseline: Sequence[float], alpha: float = 0.01) -> Comparison | None:
+    """Compare ``sample`` with ``baseline`` (see :class:`Comparison`); ``None`` if either has fewer than 2 values."""
+    na, nb = len(sample), len(baseline)
+    if na < 2 or nb < 2:
+        return None
+    ma, mb = _mean(sample), _mean(baseline)
+    sa, sb = _std(sample), _std(baseline)
+    assert sa is not None and sb is not None
+    delta = ma - mb
+    va, vb = sa * sa / na, sb * sb / nb
+    se2 = va + vb
+    overlap = abs(delta) <= sa + sb
+    if se2 == 0.0:
+        if delta == 0.0:
+            return Comparison(delta, None, None, None, alpha, False, True)
+        return Comparison(delta, math.copysign(math.inf, delta), None, None, alpha, True, overlap)
+    denom = (va * va / (na - 1) if va else 0.0) + (vb * vb / (nb - 1) if vb else 0.0)
+    df = se2 * se2 / denom
+    t = delta / math.sqrt(se2)
+    critical = t_critical(max(1.0, df), alpha)
+    return Comparison(delta, t, df, critical, alpha, abs(t) > critical, overlap)
+
+
+# --------------------------------------------------------------------------------------------------- summary
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One tuning trial as the report shows it."""
+
+    hparams: dict[str, HParamValue]
+    status: str
+    final_val: float | None
+    message: str
+
+
+@dataclass(frozen=True)
+class OptimizerSummary:
+    """Everything the report says about one optimizer (see the module docstring for the definitions).
+
+    Seed statistics are over the ``"ok"`` trials of the best setting (``n`` of them); ``final_std`` is the sample
+    standard deviation (``None`` for one seed). Times are seconds, memory bytes; ``state_bytes`` and
+    ``model_bytes`` are those of the best setting's tuning trial, ``peak_memory_bytes`` the maximum over its seeds.
+    """
+
+    optimizer: str
+    verdict: Verdict
+    best_hparams: dict[str, HParamValue] | None
+    sweep: tuple[SweepPoint, ...]
+    trials_planned: int
+    trials_found: int
+    diverged: int
+    errors: int
+    seeds: tuple[int, ...] = ()
+    final_vals: tuple[float, ...] = ()
+    final_mean: float | None = None
+    final_std: float | None = None
+    n: int = 0
+    curve: tuple[CurvePoint, ...] = ()
+    steps_to_target: float | None = None
+    seed_steps_to_target: tuple[float | None, ...] = ()
+    speedup: float | None = None
+    seconds_to_target: float | None = None
+    time_speedup: float | None = None
+    train_seconds: float | None = None
+    step_seconds: float | None = None
+    step_overhead: float | None = None
+    state_bytes: int | None = None
+    model_bytes: int | None = None
+    peak_memory_bytes: int | None = None
+    comparison: Comparison | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Whether every planned trial (sweep and seeds) was among the results."""
+        return self.trials_found == self.trials_planned
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The outcome of a :class:`Plan`: the target and one :class:`OptimizerSummary` per optimizer (plan order)."""
+
+    plan: Plan
+    target: float | None
+    optimizers: tuple[OptimizerSummary, ...]
+    code_version: str | None = None
+
+    def get(self, optimizer: str) -> OptimizerSummary:
+        for o in self.optimizers:
+            if o.optimizer == optimizer:
+                return o
+        raise KeyError(optimizer)
+
+    @property
+    def baseline(self) -> OptimizerSummary:
+        return self.get(self.plan.baseline)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready nested dicts and lists; non-finite floats (an infinite ``t``) become ``None``."""
+        return {
+            "plan": self.plan.to_dict(),
+            "target": self.target,
+            "code_version": self.code_version,
+            "optimizers": [_jsonable({**asdict(o), "complete": o.complete}) for o in self.optimizers],
+        }
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def _summarize_one(
+    plan: Plan, name: str, by_spec: Mapping[TrialSpec, TrialResult]
+) -> tuple[OptimizerSummary, list[TrialResult]]:
+    """The target-independent part of an optimizer's summary, and the ``"ok"`` runs of its best setting."""
+    sweep_specs = plan.sweep_specs(name)
+    found = [by_spec[s] for s in sweep_specs if s in by_spec]
+    sweep = tuple(
+        SweepPoint(s.hparams_dict, by_spec[s].status, by_spec[s].final_val, by_spec[s].message)
+        if s in by_spec
+        else SweepPoint(s.hparams_dict, "missing", None, "")
+        for s in sweep_specs
+    )
+    best = select_best(found)
+    planned = len(sweep_specs) + len(plan.extra_seeds())
+    base: dict[str, Any] = {
+        "optimizer": name,
+        "sweep": sweep,
+        "diverged": sum(r.status == "diverged" for r in found),
+        "errors": sum(r.status == "error" for r in found),
+        "trials_planned": planned,
+    }
+    if best is None:
+        verdict: Verdict = "failed" if found else "missing"
+        return OptimizerSummary(verdict=verdict, best_hparams=None, trials_found=len(found), **base), []
+    reruns = [by_spec[s] for s in plan.seed_specs(best.spec) if s in by_spec]
+    base["diverged"] += sum(r.status == "diverged" for r in reruns)
+    base["errors"] += sum(r.status == "error" for r in reruns)
+    runs = [best] + [r for r in reruns if r.ok]
+    finals = [r.final_val for r in runs if r.final_val is not None]
+    summary = OptimizerSummary(
+        verdict="inconclusive",
+        best_hparams=best.spec.hparams_dict,
+        trials_found=len(found) + len(reruns),
+        seeds=tuple(r.spec.seed for r in runs),
+        final_vals=tuple(finals),
+        final_mean=_mean(finals),
+        final_std=_std(finals),
+        n=len(runs),
+        curve=mean_curve([r.curve for r in runs]),
+        train_seconds=_mean([r.train_seconds for r in runs]),
+        step_seconds=_mean([r.step_seconds for r in runs]),
+        state_bytes=best.state_bytes,
+        model_bytes=best.model_bytes,
+        peak_memory_bytes=max(r.peak_memory_bytes for r in runs),
+        **base,
+    )
+    return summary, runs
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or denominator is None or denominator <= 0:
+        return None
+    return numerator / denominator
+
+
+def summarize(plan: Plan, results: Iterable[TrialResult], code_version: str | None = None) -> Summary:
+    """Summarise ``results`` under ``plan`` (results of trials the plan does not name are ignored; trials it names
+    but ``results`` lacks are counted as missing). Pure: no training, no store."""
+    by_spec: dict[TrialSpec, TrialResult] = {}
+    for r in results:
+        if (r.spec.workload, r.spec.preset) == (plan.workload, plan.preset):
+            by_spec[r.spec] = r
+    raw = {name: _summarize_one(plan, name, by_spec) for name in plan.optimizers}
+    base = raw[plan.baseline][0]
+    target = base.final_mean
+    base_cross = steps_to_target(base.curve, target) if target is not None else None
+    out = []
+    for name, (o, runs) in raw.items():
+        if o.best_hparams is None:
+            out.append(o)
+            continue
+        cross = steps_to_target(o.curve, target) if target is not None else None
+        seed_crosses = [steps_to_target(r.curve, target) if target is not None else None for r in runs]
+        seed_steps = tuple(None if c is None else c[0] for c in seed_crosses)
+        comparison = None
+        verdict: Verdict = "baseline" if name == plan.baseline else "inconclusive"
+        if name != plan.baseline and base.final_vals:
+            comparison = welch_test(o.final_vals, base.final_vals, plan.alpha)
+            if comparison is not None and comparison.significant and not comparison.overlap:
+                verdict = "faster" if comparison.delta < 0 else "slower"
+        out.append(
+            replace(
+                o,
+                verdict=verdict,
+                steps_to_target=None if cross is None else cross[0],
+                seconds_to_target=None if cross is None else cross[1],
+                seed_steps_to_target=seed_steps,
+                speedup=_ratio(base_cross[0] if base_cross else None, cross[0] if cross else None),
+                time_speedup=_ratio(base_cross[1] if base_cross else None, cross[1] if cross else None),
+                step_overhead=_ratio(o.step_seconds, base.step_seconds),
+                comparison=comparison,
+            )
+        )
+    return Summary(plan=plan, target=target, optimizers=tuple(out), code_version=code_version)
+
+
+# --------------------------------------------------------------------------------------------------- running
+
+
+def run_plan(
+    plan: Plan,
+    store: Store,
+    *,
+    workload: WorkloadLike | None = None,
+    code_version: str | None = None,
+    progress: PlanProgress | None = None,
+    on_result: OnResult | None = None,
+    rerun_errors: bool = False,
+) -> Summary:
+    """Run ``plan``: every trial is taken from ``store`` when it holds one with the same key (same spec and code
+    version), else run and stored at once, so an interrupted plan resumes where it stopped.
+
+    ``workload`` defaults to ``get_workload(plan.workload, plan.preset)``; ``code_version`` to
+    :func:`precond.bench.trial.code_version`. ``rerun_errors`` reruns stored trials whose status is ``"error"``
+    (diverged trials are results and are always reused). A ``KeyboardInterrupt`` propagates; the store then holds
+    every trial finished before it.
+    """
+    if workload is None:
+        from precond.bench.workloads import get_workload
+
+        workload = get_workload(plan.workload, plan.preset)
+    if (workload.name, workload.preset) != (plan.workload, plan.preset):
+        raise ValueError(
+            f"plan is for {plan.workload}/{plan.preset} but the workload is {workload.name}/{workload.preset}"
+        )
+    version = code_version if code_version is not None else _trial.code_version()
+    results: list[TrialResult] = []
+
+    def obtain(spec: TrialSpec) -> TrialResult:
+        result = store.get(spec.key(version))
+        reused = result is not None and not (rerun_errors and result.status == "error")
+        if result is None or not reused:
+            bound = None if progress is None else (lambda step, total, loss: progress(spec, step, total, loss))
+            result = run_trial(workload, spec, bound)
+            store.put(result, version)
+        if on_result is not None:
+            on_result(result, reused)
+        results.append(result)
+        return result
+
+    for name in plan.optimizers:
+        best = select_best([obtain(s) for s in plan.sweep_specs(name)])
+        if best is not None:
+            for s in plan.seed_specs(best.spec):
+                obtain(s)
+    return summarize(plan, results, version)

@@ -1,0 +1,454 @@
+"""One benchmark trial: train one optimizer with one hyperparameter setting and one seed on one workload.
+
+A trial is named by a :class:`TrialSpec` and its outcome is a :class:`TrialResult`. :func:`run_trial` runs it under
+the protocol every optimizer shares:
+
+* **seeding**: ``torch.manual_seed(seed)`` before the task is built, inside :func:`torch.random.fork_rng` (workloads
+  seed their own generators too);
+* **schedule**: the learning rate of every param group is multiplied by :func:`schedule_factor`: linear warmup over
+  ``workload.warmup`` steps, then a cosine decay that reaches 0 at ``workload.steps``; the same for every optimizer;
+* **evaluation**: ``task.validate()`` at step 0, every ``workload.eval_every`` steps and after the last step;
+  validation time is excluded from the trial's clock;
+* **divergence**: a non-finite training loss, a training loss above ``divergence_factor`` times the first step's
+  (when that is positive) or a non-finite validation loss stops the trial with status ``"diverged"``;
+* **errors**: any exception while building the task or the optimizer, or while training, gives status ``"error"``
+  with the exception in ``message``, so a sweep goes on. ``KeyboardInterrupt`` is not caught: an interrupted trial
+  has no result (and so is never stored).
+
+Trials are keyed by :meth:`TrialSpec.key` together with :func:`code_version`, so results computed by different code
+are never mixed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import resource
+import sys
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import torch
+from torch import nn
+
+import precond
+from precond.optim.registry import create
+
+__all__ = [
+    "CurvePoint",
+    "HParamValue",
+    "Progress",
+    "Status",
+    "TaskLike",
+    "TrialResult",
+    "TrialSpec",
+    "WorkloadLike",
+    "code_version",
+    "optimizer_state_bytes",
+    "run_trial",
+    "schedule_factor",
+]
+
+#: A hyperparameter value a trial may carry (tuples for e.g. ``betas``).
+HParamValue = bool | int | float | str | tuple[Any, ...]
+Status = Literal["ok", "diverged", "error"]
+STATUSES: tuple[Status, ...] = ("ok", "diverged", "error")
+#: ``progress(step_done, total_steps, train_loss)``, called after every optimizer step.
+Progress = Callable[[int, int, float], None]
+
+
+class TaskLike(Protocol):
+    """What :func:`run_trial` needs from a built task (``precond.bench.workloads.Task`` has it)."""
+
+    @property
+    def model(self) -> nn.Module: ...
+
+    @property
+    def train_loss(self) -> Callable[[int], torch.Tensor]: ...
+
+    @property
+    def validate(self) -> Callable[[], float]: ...
+
+
+class WorkloadLike(Protocol):
+    """What :func:`run_trial` needs from a workload (``precond.bench.workloads.Workload`` has it)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def preset(self) -> str: ...
+
+    @property
+    def steps(self) -> int: ...
+
+    @property
+    def warmup(self) -> int: ...
+
+    @property
+    def eval_every(self) -> int: ...
+
+    def build(self, seed: int) -> TaskLike: ...
+
+
+def _freeze_value(name: str, value: Any) -> HParamValue:
+    """A hashable, JSON-representable hyperparameter value (lists become tuples; NaN/inf are refused)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze_value(name, v) for v in value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"hyperparameter {name}={value!r} must be finite")
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"hyperparameter {name}={value!r}: expected bool, int, float, str or a tuple of them")
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """What a trial runs: ``optimizer`` with ``hparams`` (on top of the registry's defaults) on ``workload`` at
+    ``preset``, seeded with ``seed``.
+
+    ``hparams`` is stored as a tuple of ``(name, value)`` pairs sorted by name, so equal settings give equal (and
+    equally hashed) specs; a mapping is accepted and converted (:meth:`make` is the typed way to pass one).
+    """
+
+    workload: str
+    preset: str
+    optimizer: str
+    hparams: tuple[tuple[str, HParamValue], ...]
+    seed: int
+
+    def __post_init__(self) -> None:
+        items = self.hparams.items() if isinstance(self.hparams, Mapping) else self.hparams
+        pairs = [(str(k), _freeze_value(str(k), v)) for k, v in items]
+        names = [k for k, _ in pairs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate hyperparameter names in {names}")
+        object.__setattr__(self, "hparams", tuple(sorted(pairs)))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise TypeError(f"seed must be an int, got {self.seed!r}")
+        object.__setattr__(self, "optimizer", self.optimizer.lower())
+
+    @classmethod
+    def make(cls, workload: str, preset: str, optimizer: str, hparams: Mapping[str, Any], seed: int) -> TrialSpec:
+        """A spec from a hyperparameter mapping."""
+        return cls(workload, preset, optimizer, tuple(hparams.items()), seed)
+
+    @property
+    def hparams_dict(self) -> dict[str, HParamValue]:
+        """``hparams`` as a fresh dict."""
+        return dict(self.hparams)
+
+    def canonical(self, code_version: str) -> str:
+        """The canonical JSON text the key hashes: sorted keys, no whitespace, floats in shortest round-trip form."""
+        payload = {
+            "workload": self.workload,
+            "preset": self.preset,
+            "optimizer": self.optimizer,
+            "hparams": self.hparams_dict,
+            "seed": self.seed,
+            "code_version": code_version,
+        }
+        return json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+    def key(self, code_version: str) -> str:
+        """Stable identity of this trial run by code ``code_version``: the SHA-256 hex digest of :meth:`canonical`.
+
+        Note that ``lr=1`` and ``lr=1.0`` are different keys (JSON keeps the type); the protocol always passes floats.
+        """
+        return hashlib.sha256(self.canonical(code_version).encode()).hexdigest()
+
+    def label(self) -> str:
+        """Short human-readable form, e.g. ``adamw lr=0.001 seed=0``."""
+        hp = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.hparams)
+        return f"{self.optimizer} {hp} seed={self.seed}".replace("  ", " ")
+
+
+#: One point of a validation curve: ``(step, validation loss, training seconds up to that step)``.
+CurvePoint = tuple[int, float, float]
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """The outcome of one trial.
+
+    Attributes:
+        spec: what ran.
+        status: ``"ok"``; ``"diverged"`` (stopped early, see ``message``); ``"error"`` (an exception, in ``message``).
+        final_val: validation loss after the last step (``None`` unless ``status == "ok"``).
+        curve: validation points ``(step, val_loss, train_seconds_so_far)``, from step 0; for a diverged trial,
+            the points before the divergence.
+        steps_run: optimizer steps taken.
+        train_seconds: wall-clock seconds of training (forward, backward, ``optimizer.step()``, scheduler);
+            validation excluded.
+        step_seconds: mean wall-clock seconds inside ``optimizer.step()``.
+        state_bytes: bytes of the optimizer's state tensors after the last step (:func:`optimizer_state_bytes`).
+        model_bytes: bytes of the parameters plus their gradients.
+        peak_memory_bytes: peak memory growth during training, measured from just after the task (data, model)
+            and the optimizer were built, so it covers gradients, optimizer state (allocated lazily at the first
+            step), activations and temporaries: on CUDA, ``torch.cuda.max_memory_allocated()`` above the allocation
+            at that point; on CPU, the largest resident set size sampled after every step (``/proc/self/statm``;
+            ``ru_maxrss`` where that is missing) minus the resident set size at that point. The CPU figure is coarse:
+            transient peaks inside a step are missed, memory the allocator kept from earlier trials is reused
+            without showing up, and the first trial of a process also pays one-time costs (lazy imports and kernel
+            caches, tens of MB). ``state_bytes`` is the exact figure of what the optimizer keeps.
+        message: why a trial diverged or failed (empty when ``ok``).
+    """
+
+    spec: TrialSpec
+    status: Status
+    final_val: float | None
+    curve: tuple[CurvePoint, ...]
+    steps_run: int
+    train_seconds: float
+    step_seconds: float
+    state_bytes: int
+    model_bytes: int
+    peak_memory_bytes: int
+    message: str = ""
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+        if self.status == "ok" and self.final_val is None:
+            raise ValueError("an 'ok' trial needs a final_val")
+        object.__setattr__(self, "curve", tuple((int(s), float(v), float(t)) for s, v, t in self.curve))
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+# ------------------------------------------------------------------------------------------------------ schedule
+
+
+def schedule_factor(step: int, warmup: int, steps: int) -> float:
+    """Learning-rate multiplier for the update at 0-based ``step``.
+
+    Linear warmup ``(step + 1) / warmup`` for ``step < warmup`` (so the first update is not zero), then a cosine
+    decay ``0.5 * (1 + cos(pi * (step - warmup) / (steps - warmup)))`` that would reach 0 at ``step == steps``.
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    span = steps - warmup
+    if span <= 0:
+        return 1.0
+    progress = min(1.0, (step - warmup) / span)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+# ------------------------------------------------------------------------------------------------------ memory
+
+
+def _storage_key(t: torch.Tensor) -> tuple[str, int]:
+    return (str(t.device), t.untyped_storage().data_ptr())
+
+
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes of the distinct storages behind the tensors in ``optimizer.state`` (nested dicts/lists included).
+
+    Storages are counted once, so state kept as views into shared buffers (precond's bucketed optimizers) is
+    counted at its real size; storages shared with the parameters themselves are not counted.
+    """
+    params = {_storage_key(p) for g in optimizer.param_groups for p in g["params"] if isinstance(p, torch.Tensor)}
+    seen: dict[tuple[str, int], int] = {}
+
+    def visit(obj: Any) -> None:
+        if isinstance(obj, torch.Tensor):
+            key = _storage_key(obj)
+            if key not in params and obj.device.type != "meta":
+                seen[key] = obj.untyped_storage().nbytes()
+        elif isinstance(obj, Mapping):
+            for v in obj.values():
+                visit(v)
+        elif isinstance(obj, (list, tuple)):
+            for v in obj:
+                visit(v)
+
+    for per_param in optimizer.state.values():
+        visit(per_param)
+    return sum(seen.values())
+
+
+def _model_bytes(model: nn.Module) -> int:
+    total = 0
+    for p in model.parameters():
+        total += p.numel() * p.element_size()
+        if p.grad is not None:
+            total += p.grad.numel() * p.grad.element_size()
+    return total
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _rss_bytes() -> int:
+    """Current resident set size (Linux), else the process's peak so far (``ru_maxrss``)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
+
+
+class _PeakMemory:
+    """Peak memory growth of a trial (see :attr:`TrialResult.peak_memory_bytes`)."""
+
+    def __init__(self, cuda: bool) -> None:
+        self.cuda = cuda
+        self.start = _rss_bytes()
+        self.peak = self.start
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+            self.cuda_start = torch.cuda.memory_allocated()
+
+    def sample(self) -> None:
+        if not self.cuda:
+            self.peak = max(self.peak, _rss_bytes())
+
+    def growth(self) -> int:
+        if self.cuda:
+            return max(0, torch.cuda.max_memory_allocated() - self.cuda_start)
+        return max(0, self.peak - self.start)
+
+
+# ------------------------------------------------------------------------------------------------ code version
+
+
+#: Modules of ``precond.bench`` that cannot change a trial's numbers (storage, protocol, reporting, CLI); editing
+#: them does not invalidate stored trials.
+_VERSION_EXCLUDED = frozenset({"__init__.py", "__main__.py", "store.py", "protocol.py", "report.py", "cli.py"})
+
+
+def _version_sources() -> list[Path]:
+    root = Path(precond.__file__).resolve().parent
+    files = [p for sub in ("optim", "linalg") for p in (root / sub).rglob("*.py")]
+    files += [p for p in (root / "bench").rglob("*.py") if p.name not in _VERSION_EXCLUDED]
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+
+def code_version() -> str:
+    """``"<precond version>+<12 hex>.torch<torch version>"``: the hex digits hash the source of every module that can
+    change a trial's numbers (all of ``precond.optim`` and ``precond.linalg``, and ``precond.bench`` except the
+    modules in ``_VERSION_EXCLUDED``), so editing an optimizer or a workload invalidates stored trials while editing
+    the report does not. The torch version is included because it changes numerics (and torch's own optimizers).
+    """
+    root = Path(precond.__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in _version_sources():
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return f"{precond.__version__}+{digest.hexdigest()[:12]}.torch{torch.__version__}"
+
+
+# ------------------------------------------------------------------------------------------------------ running
+
+
+def _describe(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames:
+        last = frames[-1]
+        text += f" (at {Path(last.filename).name}:{last.lineno} in {last.name})"
+    return text
+
+
+def run_trial(
+    workload: WorkloadLike,
+    spec: TrialSpec,
+    progress: Progress | None = None,
+    *,
+    divergence_factor: float = 10.0,
+) -> TrialResult:
+    """Train ``spec`` on ``workload`` under the shared protocol (module docstring) and return its result.
+
+    ``progress(step_done, total_steps, train_loss)`` is called after every step. Exceptions other than
+    ``KeyboardInterrupt``/``SystemExit`` become a result with status ``"error"``. The global CPU RNG is seeded with
+    ``spec.seed`` inside :func:`torch.random.fork_rng`, so the caller's RNG state is left as it was.
+    """
+    if (spec.workload, spec.preset) != (workload.name, workload.preset):
+        raise ValueError(
+            f"spec is for {spec.workload}/{spec.preset} but the workload is {workload.name}/{workload.preset}"
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)
+        return _train(workload, spec, progress, divergence_factor)
+
+
+def _train(workload: WorkloadLike, spec: TrialSpec, progress: Progress | None, divergence_factor: float) -> TrialResult:
+    steps, warmup, eval_every = workload.steps, workload.warmup, max(1, workload.eval_every)
+    curve: list[CurvePoint] = []
+    state = {"steps_run": 0, "train_seconds": 0.0, "step_seconds": 0.0}
+    optimizer: torch.optim.Optimizer | None = None
+    model: nn.Module | None = None
+    memory: _PeakMemory | None = None
+
+    def finish(status: Status, final_val: float | None, message: str = "") -> TrialResult:
+        done = state["steps_run"]
+        return TrialResult(
+            spec=spec,
+            status=status,
+            final_val=final_val,
+            curve=tuple(curve),
+            steps_run=int(done),
+            train_seconds=state["train_seconds"],
+            step_seconds=state["step_seconds"] / done if done else 0.0,
+            state_bytes=optimizer_state_bytes(optimizer) if optimizer is not None else 0,
+            model_bytes=_model_bytes(model) if model is not None else 0,
+            peak_memory_bytes=memory.growth() if memory is not None else 0,
+            message=message,
+        )
+
+    try:
+        task = workload.build(spec.seed)
+        model = task.model
+        optimizer = create(spec.optimizer, model, **spec.hparams_dict)
+        memory = _PeakMemory(cuda=any(p.is_cuda for p in model.parameters()))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: schedule_factor(s, warmup, steps))
+
+        val = float(task.validate())
+        if not math.isfinite(val):
+            return finish("diverged", None, f"non-finite validation loss {val} at step 0")
+        curve.append((0, val, 0.0))
+        initial: float | None = None
+        for step in range(steps):
+            start = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            loss = task.train_loss(step)
+            value = float(loss.detach())
+            if initial is None:
+                initial = value
+            if not math.isfinite(value):
+                return finish("diverged", None, f"non-finite training loss {value} at step {step}")
+            if initial > 0 and value > divergence_factor * initial:
+                return finish(
+                    "diverged",
+                    None,
+                    f"training loss {value:.6g} at step {step} exceeds {divergence_factor:g}x "
+                    f"the initial {initial:.6g}",
+                )
+            loss.backward()
+            before_step = time.perf_counter()
+            optimizer.step()
+            after_step = time.perf_counter()
+            scheduler.step()
+            state["train_seconds"] += time.perf_counter() - start
+            state["step_seconds"] += after_step - before_step
+            state["steps_run"] = done = step + 1
+            memory.sample()
+            if progress is not None:
+                progress(done, steps, value)
+            if done % eval_every == 0 or done == steps:
+                val = float(task.validate())
+                if not math.isfinite(val):
+                    return finish("diverged", None, f"non-finite validation loss {val} after step {done}")
+                curve.append((done, val, state["train_seconds"]))
+        return finish("ok", curve[-1][1])
+    except Exception as exc:  # the sweep goes on; KeyboardInterrupt and SystemExit are not Exceptions
+        return finish("error", None, _describe(exc))

@@ -1,0 +1,319 @@
+"""Trials (spec keys, schedule, training loop, divergence, errors, memory) and the SQLite store."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import precond
+from precond.bench.store import SCHEMA_VERSION, SchemaError, Store
+from precond.bench.trial import (
+    TrialResult,
+    TrialSpec,
+    code_version,
+    optimizer_state_bytes,
+    run_trial,
+    schedule_factor,
+)
+
+# ------------------------------------------------------------------------------------------- fake workloads
+
+
+@dataclass(frozen=True)
+class FakeTask:
+    model: nn.Module
+    train_loss: Callable[[int], torch.Tensor]
+    validate: Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Quadratic1D:
+    """``0.5 * a * w^2`` on one weight started at ``w0 * (1 + seed / 100)``: plain SGD multiplies ``w`` by
+    ``1 - lr * factor_t * a`` at step ``t``, so every final loss is known in closed form (:meth:`final_loss`).
+
+    ``nan_at``/``raise_at``: the training loss of that step is NaN / raises ``RuntimeError``.
+    """
+
+    curvature: float = 10.0
+    name: str = "quad1d"
+    preset: str = "tiny"
+    steps: int = 20
+    warmup: int = 2
+    eval_every: int = 5
+    w0: float = 1.0
+    nan_at: int | None = None
+    raise_at: int | None = None
+
+    def start(self, seed: int) -> float:
+        return self.w0 * (1 + seed / 100)
+
+    def build(self, seed: int) -> FakeTask:
+        model = nn.Linear(1, 1, bias=False)
+        with torch.no_grad():
+            model.weight.fill_(self.start(seed))
+
+        def loss() -> torch.Tensor:
+            return 0.5 * self.curvature * model.weight.square().sum()
+
+        def train_loss(step: int) -> torch.Tensor:
+            if step == self.raise_at:
+                raise RuntimeError("batch went missing")
+            if step == self.nan_at:
+                return loss() * float("nan")
+            return loss()
+
+        def validate() -> float:
+            with torch.no_grad():
+                return float(loss())
+
+        return FakeTask(model, train_loss, validate)
+
+    def final_loss(self, lr: float, seed: int = 0) -> float:
+        """Closed form of the final loss of momentum-free SGD with peak learning rate ``lr``."""
+        w = self.start(seed)
+        for t in range(self.steps):
+            w *= 1 - lr * schedule_factor(t, self.warmup, self.steps) * self.curvature
+        return 0.5 * self.curvature * w * w
+
+
+def sgd_spec(lr: float, seed: int = 0, workload: Quadratic1D | None = None, **extra: float) -> TrialSpec:
+    wl = workload or Quadratic1D()
+    return TrialSpec.make(wl.name, wl.preset, "sgd", {"lr": lr, "momentum": 0.0, **extra}, seed)
+
+
+# ----------------------------------------------------------------------------------------------- TrialSpec
+
+
+def test_spec_normalises_hparams_and_canonical_form_is_pinned() -> None:
+    a = TrialSpec.make("mlp", "quick", "AdamW", {"weight_decay": 0.01, "lr": 0.001}, 0)
+    b = TrialSpec.make("mlp", "quick", "adamw", {"lr": 0.001, "weight_decay": 0.01}, 0)
+    assert a == b and hash(a) == hash(b)
+    assert a.hparams == (("lr", 0.001), ("weight_decay", 0.01))
+    # Pinned: changing the canonical form silently orphans every stored trial.
+    assert a.canonical("v1") == (
+        '{"code_version":"v1","hparams":{"lr":0.001,"weight_decay":0.01},'
+        '"optimizer":"adamw","preset":"quick","seed":0,"workload":"mlp"}'
+    )
+    assert a.key("v1") == hashlib.sha256(a.canonical("v1").encode()).hexdigest()
+    assert len(a.key("v1")) == 64
+
+
+def test_key_changes_with_every_field() -> None:
+    base = TrialSpec.make("mlp", "quick", "adamw", {"lr": 0.001}, 0)
+    keys = {
+        base.key("v1"),
+        base.key("v2"),
+        replace(base, seed=1).key("v1"),
+        TrialSpec.make("mlp", "quick", "adamw", {"lr": 0.002}, 0).key("v1"),
+        TrialSpec.make("mlp", "quick", "adamw", {"lr": 0.001, "weight_decay": 0.0}, 0).key("v1"),
+        TrialSpec.make("mlp", "quick", "soap", {"lr": 0.001}, 0).key("v1"),
+        TrialSpec.make("mlp", "tiny", "adamw", {"lr": 0.001}, 0).key("v1"),
+        TrialSpec.make("lm", "quick", "adamw", {"lr": 0.001}, 0).key("v1"),
+    }
+    assert len(keys) == 8
+    assert base.key("v1") == TrialSpec.make("mlp", "quick", "adamw", {"lr": 0.001}, 0).key("v1")
+
+
+def test_spec_rejects_bad_values() -> None:
+    with pytest.raises(ValueError, match="finite"):
+        TrialSpec.make("mlp", "quick", "adamw", {"lr": math.nan}, 0)
+    with pytest.raises(TypeError):
+        TrialSpec.make("mlp", "quick", "adamw", {"lr": object()}, 0)
+    with pytest.raises(TypeError, match="seed"):
+        TrialSpec.make("mlp", "quick", "adamw", {"lr": 0.1}, 1.5)  # type: ignore[arg-type]
+    lists = TrialSpec.make("mlp", "quick", "adamw", {"betas": [0.9, 0.95]}, 0)
+    assert lists.hparams == (("betas", (0.9, 0.95)),)  # lists become tuples: hashable
+
+
+def test_code_version_names_package_and_is_stable() -> None:
+    v = code_version()
+    assert v.startswith(precond.__version__ + "+") and f"torch{torch.__version__}" in v
+    assert v == code_version()
+
+
+# ----------------------------------------------------------------------------------------------- schedule
+
+
+def test_schedule_warmup_then_cosine_to_zero() -> None:
+    assert [schedule_factor(t, 4, 20) for t in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert schedule_factor(4, 4, 20) == 1.0
+    assert schedule_factor(12, 4, 20) == pytest.approx(0.5)
+    assert 0 < schedule_factor(19, 4, 20) < 0.01
+    assert schedule_factor(20, 4, 20) == pytest.approx(0.0)
+    assert schedule_factor(0, 0, 10) == 1.0
+    assert schedule_factor(3, 5, 5) == 0.8
+
+
+# ---------------------------------------------------------------------------------------------- run_trial
+
+
+def test_run_trial_matches_closed_form_and_records_curve() -> None:
+    wl = Quadratic1D()
+    calls: list[tuple[int, int, float]] = []
+    result = run_trial(wl, sgd_spec(0.03), progress=lambda s, n, loss: calls.append((s, n, loss)))
+    assert result.status == "ok" and result.message == ""
+    assert [p[0] for p in result.curve] == [0, 5, 10, 15, 20]
+    assert result.curve[0][1] == pytest.approx(0.5 * 10.0)
+    assert result.final_val == result.curve[-1][1]
+    assert result.final_val == pytest.approx(wl.final_loss(0.03), rel=1e-4)
+    assert result.steps_run == 20 and [c[0] for c in calls] == list(range(1, 21)) and calls[0][1] == 20
+    assert calls[0][2] == pytest.approx(5.0)
+    seconds = [p[2] for p in result.curve]
+    assert seconds == sorted(seconds) and seconds[-1] == result.train_seconds > 0
+    assert 0 < result.step_seconds * 20 <= result.train_seconds
+    assert result.state_bytes == 0  # momentum-free SGD keeps no state
+    assert result.model_bytes == 8  # one float32 weight and its gradient
+    assert result.peak_memory_bytes >= 0
+
+
+def test_run_trial_counts_adamw_state() -> None:
+    wl = Quadratic1D()
+    spec = TrialSpec.make(wl.name, wl.preset, "adamw", {"lr": 0.01}, 0)
+    result = run_trial(wl, spec)
+    assert result.status == "ok"
+    assert result.state_bytes == 12  # exp_avg, exp_avg_sq and the float32 step counter of one weight
+
+
+def test_run_trial_is_deterministic_per_seed() -> None:
+    wl = Quadratic1D()
+    a, b, c = run_trial(wl, sgd_spec(0.03)), run_trial(wl, sgd_spec(0.03)), run_trial(wl, sgd_spec(0.03, seed=1))
+    assert a.curve[-1][:2] == b.curve[-1][:2]
+    assert c.final_val == pytest.approx(wl.final_loss(0.03, seed=1), rel=1e-4) and c.final_val != a.final_val
+
+
+def test_loss_explosion_is_recorded_as_diverged() -> None:
+    wl = Quadratic1D(curvature=30.0)
+    result = run_trial(wl, sgd_spec(0.1, workload=wl))  # |1 - lr * a| = 2: the loss quadruples every step
+    assert result.status == "diverged" and result.final_val is None
+    assert "exceeds 10x" in result.message
+    assert 0 < result.steps_run < wl.steps
+    assert result.curve[0][0] == 0
+
+
+def test_nan_loss_is_recorded_as_diverged() -> None:
+    wl = Quadratic1D(nan_at=7)
+    result = run_trial(wl, sgd_spec(0.01, workload=wl))
+    assert result.status == "diverged" and "non-finite training loss nan at step 7" in result.message
+    assert result.steps_run == 7 and [p[0] for p in result.curve] == [0, 5]
+
+
+def test_exceptions_become_error_results() -> None:
+    wl = Quadratic1D(raise_at=3)
+    result = run_trial(wl, sgd_spec(0.01, workload=wl))
+    assert result.status == "error" and result.steps_run == 3
+    assert "RuntimeError: batch went missing" in result.message
+    bad_hparam = run_trial(Quadratic1D(), sgd_spec(0.01, momentum=-1.0))  # the optimizer refuses it
+    assert bad_hparam.status == "error" and "ValueError" in bad_hparam.message and bad_hparam.steps_run == 0
+
+
+def test_run_trial_refuses_a_spec_for_another_workload() -> None:
+    with pytest.raises(ValueError, match="spec is for"):
+        run_trial(Quadratic1D(name="other"), sgd_spec(0.01))
+
+
+def test_state_bytes_counts_shared_storage_once_and_skips_params() -> None:
+    p = nn.Parameter(torch.zeros(4))
+    opt = torch.optim.SGD([p], lr=0.1)
+    buffer = torch.zeros(10)
+    opt.state[p] = {"a": buffer[:5], "b": [buffer[5:], {"c": torch.zeros(3, dtype=torch.float64)}], "alias": p[:2]}
+    assert optimizer_state_bytes(opt) == 10 * 4 + 3 * 8
+
+
+# ------------------------------------------------------------------------------------------------- store
+
+
+def _results() -> list[TrialResult]:
+    ok = run_trial(Quadratic1D(), sgd_spec(0.03))
+    diverged = run_trial(Quadratic1D(curvature=30.0), sgd_spec(0.1, workload=Quadratic1D(curvature=30.0)))
+    error = TrialResult(
+        spec=TrialSpec.make("quad1d", "tiny", "adamw", {"lr": 0.1, "betas": (0.9, 0.95)}, 2),
+        status="error",
+        final_val=None,
+        curve=(),
+        steps_run=0,
+        train_seconds=0.0,
+        step_seconds=0.0,
+        state_bytes=0,
+        model_bytes=0,
+        peak_memory_bytes=0,
+        message="ValueError: nope ' \" ; DROP TABLE trials",
+    )
+    return [ok, diverged, error]
+
+
+def test_store_round_trip_and_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "bench.sqlite"
+    results = _results()
+    with Store(path) as store:
+        assert store.schema_version == SCHEMA_VERSION and len(store) == 0
+        keys = [store.put(r, "v1") for r in results]
+        assert keys == [r.spec.key("v1") for r in results]
+        for key, r in zip(keys, results, strict=True):
+            assert store.get(key) == r
+        assert store.get("0" * 64) is None
+    with Store(path) as store:  # reopening the file
+        assert len(store) == 3 and keys[0] in store
+        assert [store.get(k) for k in keys] == results
+        assert store.get(keys[2]).spec.hparams_dict["betas"] == (0.9, 0.95)  # type: ignore[union-attr]
+
+
+def test_store_filters_and_replaces(tmp_path: Path) -> None:
+    ok, diverged, error = _results()
+    with Store(tmp_path / "b.sqlite") as store:
+        store.put(ok, "v1")
+        store.put(diverged, "v1")
+        store.put(error, "v2")
+        assert store.results() == [ok, diverged, error]
+        assert store.results(optimizer="adamw") == [error]
+        assert store.results(code_version="v1", workload="quad1d", preset="tiny") == [ok, diverged]
+        assert store.results(optimizer="sgd", code_version="v2") == []
+        assert store.code_versions() == ["v2", "v1"]
+        rerun = replace(ok, train_seconds=123.0)
+        store.put(rerun, "v1")  # same key: replaced, not duplicated
+        assert len(store) == 3 and store.get(ok.spec.key("v1")) == rerun
+        assert store.delete(ok.spec.key("v1")) and not store.delete(ok.spec.key("v1"))
+
+
+def test_store_refuses_other_schema_versions_and_foreign_files(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    Store(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE meta SET value = '0' WHERE key = 'schema_version'")
+    conn.close()
+    with pytest.raises(SchemaError, match="schema version 0"):
+        Store(path)
+
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"not a database at all, just some bytes " * 20)
+    with pytest.raises(SchemaError, match="not an SQLite database"):
+        Store(junk)
+
+    foreign = tmp_path / "foreign.sqlite"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    conn.close()
+    with pytest.raises(SchemaError, match="not a precond bench store"):
+        Store(foreign)
+
+
+def test_store_rows_are_plain_sql(tmp_path: Path) -> None:
+    """Other tools can read the file: hparams and curves are JSON, the key is the spec's."""
+    ok = _results()[0]
+    path = tmp_path / "b.sqlite"
+    with Store(path) as store:
+        store.put(ok, "v1")
+    with sqlite3.connect(path) as conn:
+        key, hparams, curve, status = conn.execute("SELECT key, hparams, curve, status FROM trials").fetchone()
+    conn.close()
+    assert key == ok.spec.key("v1") and status == "ok"
+    assert json.loads(hparams) == {"lr": 0.03, "momentum": 0.0}
+    assert [tuple(p) for p in json.loads(curve)] == list(ok.curve)
