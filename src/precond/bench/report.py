@@ -122,7 +122,26 @@ def headline(summary: Summary) -> str:
             "inconclusive": "final losses not separable across seeds: inconclusive",
         }.get(o.verdict, o.verdict)
         lines.append(f"  {o.optimizer}: {reach}; final {o.final_mean:.4f} vs {summary.target:.4f}, {claim}.")
+    lines += edge_warnings(summary)
     return "\n".join(lines)
+
+
+def edge_warnings(summary: Summary) -> list[str]:
+    """A warning for every optimizer whose best learning rate is an end of its grid (the optimum may lie beyond)."""
+    out = []
+    for o in summary.optimizers:
+        if o.best_hparams is None or summary.plan.lr_points < 3:
+            continue
+        lrs = sorted({float(p["lr"]) for p in summary.plan.grid(o.optimizer)})  # type: ignore[arg-type]
+        best = float(o.best_hparams["lr"])  # type: ignore[arg-type]
+        if best in (lrs[0], lrs[-1]):
+            side = "smallest" if best == lrs[0] else "largest"
+            out.append(
+                f"  warning: {o.optimizer}'s best lr {best:.3g} is the {side} of its grid "
+                f"({lrs[0]:.3g}…{lrs[-1]:.3g}); the tuned optimum may lie beyond it (more --lr-points or a wider "
+                "range in the registry)."
+            )
+    return out
 
 
 def plot(summary: Summary, path: str | Path) -> Path:
