@@ -1,5 +1,6 @@
 """Shared kernels: Kronecker-factor algebra, eigenbasis refresh, parameter layouts (merging and blocking)."""
 
+from precond.linalg._cg import CGInfo, pcg
 from precond.linalg._eigen import EIGH_REL_JITTER, eigh_robust, refresh_eigenbasis
 from precond.linalg._kron import contract_all_but, project, project_back
 from precond.linalg._layout import BlockLayout, merge_greedy, plan_layout
@@ -20,6 +21,7 @@ __all__ = [
     "CHOL_REL_JITTER",
     "EIGH_REL_JITTER",
     "BlockLayout",
+    "CGInfo",
     "SlidingWindow",
     "contract_all_but",
     "damped_cholesky",
@@ -27,6 +29,7 @@ __all__ = [
     "inverse_root",
     "merge_greedy",
     "newton_schulz",
+    "pcg",
     "plan_layout",
     "project",
     "project_back",

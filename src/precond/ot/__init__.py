@@ -1,0 +1,12 @@
+"""Entropic optimal transport: log-domain Sinkhorn and Sinkhorn–Newton–Sparse (SNS), POT's conventions.
+
+>>> from precond.ot import dist, sinkhorn
+>>> res = sinkhorn(None, None, dist(x, y), reg=1e-2, method="sns")   # doctest: +SKIP
+>>> res.plan, res.cost, res.converged, res.iterations                   # doctest: +SKIP
+"""
+
+from precond.ot.dist import dist, unif
+from precond.ot.result import ConvergenceWarning, HistoryEntry, OTResult
+from precond.ot.sinkhorn import METHODS, sinkhorn, sinkhorn2
+
+__all__ = ["METHODS", "ConvergenceWarning", "HistoryEntry", "OTResult", "dist", "sinkhorn", "sinkhorn2", "unif"]

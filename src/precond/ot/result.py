@@ -1,0 +1,63 @@
+"""The result object of every ``precond.ot`` solver and the warning raised when one stops short."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+class ConvergenceWarning(UserWarning):
+    """A solver stopped (iteration cap, stall or non-finite values) before reaching its tolerance."""
+
+
+#: One row of :attr:`OTResult.history`: ``(iteration, marginal_error, seconds, phase)``; ``phase`` is
+#: ``"sinkhorn"`` or ``"newton"``, ``seconds`` is wall-clock since the solver started.
+HistoryEntry = tuple[int, float, float, str]
+
+
+@dataclass(frozen=True)
+class OTResult:
+    """Solution of an entropic OT problem ``min ⟨P, M⟩ + reg·Σ P log P`` s.t. ``P 1 = a``, ``Pᵀ 1 = b``.
+
+    All tensors are torch tensors on the device of the input cost matrix, in the solver's dtype (float64
+    unless float32 was asked for), whatever the input type (NumPy or torch).
+
+    Attributes:
+        plan: dense transport plan ``P`` ``[n, m]``, ``P_ij = exp((f_i + g_j − M_ij) / reg)``.
+        plan_sparse: for ``method="sns"`` with ``sparse_plan=True``: ``P`` with entries below
+            ``sparse_threshold·max(P)`` dropped, as a torch sparse COO tensor; otherwise ``None``.
+        cost: transport cost ``⟨P, M⟩`` (no entropy term; what ``ot.sinkhorn2`` returns).
+        f: row dual potential ``[n]`` in cost units (POT's ``reg · log_u``); ``-inf`` where ``a_i = 0``.
+        g: column dual potential ``[m]`` (POT's ``reg · log_v``); ``-inf`` where ``b_j = 0``.
+            ``(f, g)`` is defined up to ``(f + c, g − c)``.
+        marginal_error: ``‖P 1 − a‖₁ + ‖Pᵀ 1 − b‖₁`` of the returned plan (L1 norm of both marginal
+            violations, i.e. of the dual gradient).
+        iterations: total iterations (``sinkhorn_iterations + newton_iterations``); one Sinkhorn iteration is
+            a row and a column update.
+        sinkhorn_iterations: Sinkhorn iterations (for SNS: the warm-up and any safeguard sweeps).
+        newton_iterations: Newton iterations (0 for ``"sinkhorn_log"``).
+        converged: ``marginal_error ≤ tol`` was reached.
+        history: ``(iteration, marginal_error, seconds, phase)`` per iteration.
+        method: the solver that produced this result.
+        reg: the regularization used.
+        cg_iterations: total conjugate-gradient iterations of the Newton stage.
+        evaluations: dense ``O(nm)`` passes over the plan (Sinkhorn half-steps count 1, each Newton
+            iteration counts its line-search trials), a machine-independent work measure.
+    """
+
+    plan: torch.Tensor
+    plan_sparse: torch.Tensor | None
+    cost: float
+    f: torch.Tensor
+    g: torch.Tensor
+    marginal_error: float
+    iterations: int
+    sinkhorn_iterations: int
+    newton_iterations: int
+    converged: bool
+    history: list[HistoryEntry] = field(repr=False)
+    method: str = "sinkhorn_log"
+    reg: float = 0.0
+    cg_iterations: int = 0
+    evaluations: int = 0
