@@ -8,7 +8,7 @@ helpers below, and keeps the math of one step in a module-level function a test 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import chain
 from typing import Any
 
@@ -161,6 +161,14 @@ class PrecondOptimizer(Optimizer):
                 f"{where}: {self.optimizer_name} does not support complex parameters; use torch.view_as_real"
             )
         super().add_param_group(param_group)
+
+    @staticmethod
+    def _evaluate(closure: Callable[[], float] | None) -> float | None:
+        """The loss of ``closure`` (re-evaluated with gradients enabled, as ``step`` runs under ``no_grad``)."""
+        if closure is None:
+            return None
+        with torch.enable_grad():
+            return closure()
 
     def _grads(self, group: dict[str, Any]) -> list[torch.Tensor]:
         """The params of ``group`` that have a gradient (sparse gradients rejected)."""

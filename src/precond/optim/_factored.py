@@ -158,10 +158,7 @@ class FactoredOptimizer(PrecondOptimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """Perform one optimization step (``closure`` re-evaluates the model and returns the loss)."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = self._evaluate(closure)
         if self._buckets is None:
             self._rebuild(None)
         with_grads: list[list[torch.Tensor]] = []

@@ -135,10 +135,7 @@ class Lion(PrecondOptimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """Perform one optimization step (``closure`` re-evaluates the model and returns the loss)."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = self._evaluate(closure)
         groups = [(group, self._grads(group)) for group in self.param_groups]
         everything = [p for _, params in groups for p in params]
         if not everything:

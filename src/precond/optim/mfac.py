@@ -200,10 +200,7 @@ class MFAC(PrecondOptimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """Perform one optimization step (``closure`` re-evaluates the model and returns the loss)."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = self._evaluate(closure)
         work = [(group, self._grads(group)) for group in self.param_groups]
         with_grad = [p for _, ps in work for p in ps]
         if not with_grad:
