@@ -93,3 +93,27 @@ def test_report_table_headline_and_plot_from_synthetic_results(tmp_path: Path) -
     assert "soap: reaches the target in 10 steps (2.00× fewer" in headline(summary)
     png = plot(summary, tmp_path / "p.png")
     assert png.stat().st_size > 10_000
+
+
+def test_ctrl_c_keeps_finished_trials_and_the_rerun_resumes(tmp_path: Path, monkeypatch, capsys) -> None:
+    import precond.bench.protocol as protocol
+
+    real, calls = protocol.run_trial, []
+
+    def interrupted_on_the_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(protocol, "run_trial", interrupted_on_the_third)
+    db = tmp_path / "bench.sqlite"
+    args = ["bench", *TINY, "--seeds", "1", "--db", str(db), "--out", str(tmp_path), "--no-progress"]
+    assert main(args) == 130
+    assert "rerun the same command" in capsys.readouterr().err
+    assert sqlite3.connect(db).execute("select count(*) from trials").fetchone() == (2,)
+
+    monkeypatch.setattr(protocol, "run_trial", real)
+    assert main(args) == 0
+    assert capsys.readouterr().out.count("(reused)") == 2  # the 2 finished trials; the other 2 are trained now
+    assert sqlite3.connect(db).execute("select count(*) from trials").fetchone() == (4,)
