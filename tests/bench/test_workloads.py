@@ -34,8 +34,6 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 @pytest.mark.parametrize("name", WORKLOADS)
 @pytest.mark.parametrize("preset", PRESETS)
 def test_presets_are_consistent(name: str, preset: str) -> None:
-    if name == "quadratic" and preset == "medium":
-        pytest.skip("building the medium problem solves an 8192x512 least-squares problem: not worth it here")
     w = _workload(name, preset)
     assert (w.name, w.preset) == (name, preset)
     assert 0 <= w.warmup < w.steps

@@ -4,7 +4,7 @@ from precond.linalg._cg import CGInfo, pcg
 from precond.linalg._eigen import EIGH_REL_JITTER, eigh_robust, refresh_eigenbasis
 from precond.linalg._kron import contract_all_but, project, project_back
 from precond.linalg._layout import BlockLayout, merge_greedy, plan_layout
-from precond.linalg._newton_schulz import newton_schulz
+from precond.linalg._newton_schulz import MUON_COEFFICIENTS, newton_schulz
 from precond.linalg._roots import inverse_root
 from precond.linalg._woodbury import (
     CHOL_REL_JITTER,
@@ -20,6 +20,7 @@ from precond.linalg._woodbury import (
 __all__ = [
     "CHOL_REL_JITTER",
     "EIGH_REL_JITTER",
+    "MUON_COEFFICIENTS",
     "BlockLayout",
     "CGInfo",
     "SlidingWindow",

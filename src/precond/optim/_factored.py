@@ -9,6 +9,7 @@ a subclass supplies the names of its state and the math of one batched step.
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any, ClassVar
 
@@ -32,7 +33,7 @@ def check_layout(group: dict[str, Any], where: str) -> None:
     check_bool(group, "precondition_1d", where)
 
 
-class FactoredOptimizer(PrecondOptimizer):
+class FactoredOptimizer(PrecondOptimizer, metaclass=ABCMeta):
     """Base of the Kronecker-factored optimizers.
 
     Subclasses set ``moment_names`` (per-block tensors in the block's merged shape), ``matrix_kinds``
@@ -62,18 +63,19 @@ class FactoredOptimizer(PrecondOptimizer):
         super().__init__(params, defaults, nonfinite)
 
     # ------------------------------------------------------------------ hooks for subclasses
+    @abstractmethod
     def _phase(self, p: torch.Tensor, group: dict[str, Any]) -> Hashable:
         """What kind of step ``p`` takes next (blocks with equal phases are stepped together)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _needs_host_check(self, phase: Hashable) -> bool:
         """True for phases that run ``eigh``/QR: their finiteness flag is resolved on the host."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _step_bucket(
         self, bucket: Bucket, group: dict[str, Any], ok: torch.Tensor | None, phases: dict[torch.Tensor, Hashable]
     ) -> None:
-        raise NotImplementedError
+        """Advance the state of ``bucket``'s members that have a gradient and write their updates back."""
 
     def _decay_weights_of(
         self, group: dict[str, Any], params: list[torch.Tensor], keep: torch.Tensor | None, after: bool

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from precond.linalg import newton_schulz
+from precond.linalg import MUON_COEFFICIENTS, newton_schulz
 from precond.optim._common import (
     PrecondOptimizer,
     check_betas,
@@ -95,7 +95,7 @@ def muon_step_(
     nesterov: bool = True,
     weight_decay: float = 0.0,
     ns_steps: int = 5,
-    ns_coefficients: tuple[float, float, float] = (3.4445, -4.7750, 2.0315),
+    ns_coefficients: tuple[float, float, float] = MUON_COEFFICIENTS,
     eps: float = 1e-7,
     scale: str = "shape",
     keep: torch.Tensor | None = None,
@@ -287,7 +287,7 @@ class Muon(PrecondOptimizer):
         nesterov: bool = True,
         weight_decay: float = 0.0,
         ns_steps: int = 5,
-        ns_coefficients: tuple[float, float, float] = (3.4445, -4.7750, 2.0315),
+        ns_coefficients: tuple[float, float, float] = MUON_COEFFICIENTS,
         eps: float = 1e-7,
         scale: str = "shape",
         adam_lr_ratio: float = 0.015,
