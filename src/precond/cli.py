@@ -3,6 +3,9 @@
 precond bench                          # AdamW vs SOAP vs Muon on the lm workload, quick preset
 precond bench --workload mlp --optimizers adamw,soap,shampoo,muon,lion --seeds 3
 precond bench report                   # re-render table + plot from the database, nothing is trained
+precond bench ot                       # entropic OT: precond.ot vs POT/RegOT to L1 error 1e-8 (quick grid, 3 s)
+precond bench ot --full                # 5 problems × 3 ε at n=2000 and more, 10 s hard budget per method
+precond bench ot --problems gauss --n 2000 --eps 1e-2 --budget 20 --methods "precond sns,POT sinkhorn_log"
 """
 
 from __future__ import annotations
@@ -76,6 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (bench, run):
         p.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: all cores)")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    from precond.bench.transport import add_arguments
+
+    ot_parser = actions.add_parser(
+        "ot",
+        help="entropic OT solvers (precond.ot vs POT, RegOT) to L1 marginal error 1e-8 under a hard time budget",
+        description="Entropic OT to L1 marginal error 1e-8: precond.ot's solvers against POT's and RegOT's, every "
+        "method and problem in its own process with the same threads and a hard time budget (killed beyond it). "
+        "Quick grid by default (n=500; 3 s budget), --full for the full one (n=2000 and more; 10 s).",
+    )
+    add_arguments(ot_parser, quick_default=True, out_default=Path(DEFAULT_OUT))
     return parser
 
 
@@ -206,6 +219,19 @@ def bench_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def bench_ot(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    import shlex
+
+    from precond.bench.transport import run_from_args
+
+    try:
+        run_from_args(args, shlex.join(["precond", *(sys.argv[1:] if argv is None else argv)]))
+    except KeyboardInterrupt:
+        print("\ninterrupted: the running method's process was stopped; nothing was written", file=sys.stderr)
+        return 130
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -213,6 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     os.environ.setdefault("PYTHONHASHSEED", "0")
+    if args.action == "ot":
+        return bench_ot(args, argv)
     if args.action == "report":
         return bench_report(args)
     return bench_run(args)

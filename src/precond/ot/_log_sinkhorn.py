@@ -30,6 +30,7 @@ class SinkhornState:
     newton_iterations: int = 0
     evaluations: int = 0
     cg_iterations: int = 0
+    absorptions: int = 0
     error: float = math.inf
     history: list[HistoryEntry] = field(default_factory=list)
 
@@ -86,37 +87,15 @@ def sweeps(
     return False
 
 
-def annealed(
-    state: SinkhornState,
-    log_a: torch.Tensor,
-    log_b: torch.Tensor,
-    a: torch.Tensor,
-    M: torch.Tensor,
-    reg: float,
-    epsilon0: float,
-    scaling_factor: float,
-    level_tol: float,
-    level_max_iter: int,
-) -> torch.Tensor:
-    """ε-scaling warm start: Sinkhorn at ``reg_k = max(epsilon0·q^k, reg)`` for the levels above ``reg``.
+def annealing_levels(epsilon0: float, reg: float, scaling_factor: float) -> list[float]:
+    """ε-scaling schedule ``epsilon0·q^k`` for the levels above ``reg``, then ``reg`` itself (the last level).
 
-    Each level runs until its own error is ``≤ level_tol`` or ``level_max_iter`` iterations; the potentials
-    (in cost units) carry over from level to level.  Leaves ``state`` at the final ``reg`` with an exact
-    column marginal and returns ``−M/reg``.
+    Each level above ``reg`` is solved loosely (the caller's choice) and its potentials, in cost units,
+    warm-start the next; small ``reg`` then starts from nearly converged potentials instead of zero.
     """
-    current = reg
     levels: list[float] = []
     eps = epsilon0
     while eps > reg:
         levels.append(eps)
         eps *= scaling_factor
-    for eps_k in levels:
-        state.u, state.v = state.u * current / eps_k, state.v * current / eps_k
-        current = eps_k
-        neg_mr = M / (-eps_k)
-        column_update(state, log_b, neg_mr)
-        sweeps(state, log_a, log_b, a, neg_mr, level_tol, level_max_iter)
-    state.u, state.v = state.u * current / reg, state.v * current / reg
-    neg_mr = M / (-reg)
-    column_update(state, log_b, neg_mr)
-    return neg_mr
+    return [*levels, reg]

@@ -7,114 +7,192 @@ In scaled potentials ``u = f/reg``, ``v = g/reg`` the dual objective (divided by
 with gradient ``(a − P1, b − Pᵀ1)`` (the marginal violations) and Hessian ``−H``,
 ``H = [[diag(P1), P], [Pᵀ, diag(Pᵀ1)]] ⪰ 0``, whose null vector ``(1, −1)`` is the gauge ``(u + c, v − c)``.
 
-Each Newton iteration:
+The plan is held as a :class:`~precond.ot._scaling.ScaledKernel` ``diag(s) K diag(t)``, so the marginals at a
+trial point ``(u + αΔu, v + αΔv)`` are two matrix-vector products with ``K`` (no ``exp`` pass).  Each Newton
+iteration:
 
-1. sparsify: keep the ``⌈keep·max(n, m)⌉`` largest entries of ``P`` (the paper's rule, ``λ = keep/n``) plus
-   the largest entry of every row and column, giving ``S``; the diagonal blocks stay exact (full row and
-   column sums), so ``H_S = [[D1, S], [Sᵀ, D2]]`` is ``H`` minus a PSD-preserving drop;
-2. solve ``(H_S + δI) Δ = ∇D`` by Jacobi-preconditioned CG (:func:`precond.linalg.pcg`; matvecs by
-   ``index_add`` on the kept entries), with a Levenberg–Marquardt ridge ``δ = ridge·‖∇D‖₁·max(a, b)`` that
-   makes the system definite even when sparsification disconnects the bipartite graph, and an inexact-Newton
-   relative tolerance ``min(0.1, ‖∇D‖₁)``; the step's ``(1, −1)`` component (which does not change ``P``) is
-   projected out, so the potentials keep their gauge;
-3. backtracking line search (Armijo, ``c = 1e-4``, halving) on ``D``; near the optimum ``D`` is flat to
-   rounding (``ΣP ≈ 1``), so a step that does not measurably lower ``D`` is also accepted when it lowers the
+1. sparsify ``P`` (formed by one multiply pass): keep about ``keep·max(n, m)`` of its largest entries (the
+   paper's rule, ``λ = keep/n``) — with ``adaptive_density``, more if needed so that the dropped mass is at
+   most ``DROP_FRACTION·‖∇D‖₁`` (SSNS's idea, Tang & Qiu 2024: the Hessian error then shrinks with the
+   gradient) — plus the largest entry of every row and column.  The threshold is read off a sorted strided
+   sample of ``P`` (far cheaper than an exact top-k).  The diagonal blocks stay exact (full row and column
+   sums), so ``H_S = [[D1, S], [Sᵀ, D2]]`` is ``H`` minus a PSD-preserving drop; past ``DENSE_FRACTION`` of
+   the entries the dense ``P`` is used instead;
+2. solve ``(H_S + μ‖∇D‖₁·diag(H)) Δ = ∇D`` by Jacobi-preconditioned CG (:func:`precond.linalg.pcg`, CSR
+   products).  The Levenberg–Marquardt term scales the diagonal, so it damps every row alike whatever its
+   mass, keeps the system definite when sparsification disconnects the bipartite graph, and vanishes with
+   the gradient (quadratic convergence).  ``μ`` starts at ``ridge`` and adapts as a trust region (SSNS):
+   ×4 when the gain was under a quarter of the model's prediction, ÷2 when above three quarters.  CG stops
+   at the inexact-Newton relative residual ``min(0.1, ‖∇D‖₁)``, but no tighter than ``tol`` needs; the
+   step's ``(1, −1)`` component (which does not change ``P``) is projected out;
+3. backtracking line search (Armijo, ``c = 1e-4``, halving) on ``D``, whose change is computed directly as
+   ``α⟨(a, b), Δ⟩ − (ΣP_trial − ΣP)`` (no cancellation between large potentials); near the optimum ``D`` is
+   flat to rounding, so a step that does not measurably lower ``D`` is also accepted when it lowers the
    marginal error;
-4. adaptive density (optional): ``keep`` doubles after a step that needed backtracking or reduced the
-   marginal error by less than ``SLOW_RATIO`` (the dropped mass is then what limits the Newton rate);
-5. safeguard: after a weak step (``α < 1/4`` or less than 10% error reduction) or a failed line search,
-   ``SAFEGUARD_SWEEPS`` Sinkhorn iterations are run (a failure also raises the ridge ×10); three failures
-   in a row stop the solver as stalled.
+4. safeguard: after a weak step (``α < 1/4`` or less than 10% error reduction) or a failed line search,
+   ``SAFEGUARD_SWEEPS`` Sinkhorn iterations are run.  Far from the optimum a Newton step often gains a lot of
+   ``D`` while raising the marginal error, which a few Sinkhorn sweeps then remove (measured: fewer sweeps
+   per safeguard cost more Newton steps and more time).  A failure also raises ``μ`` ×10 and doubles
+   ``keep``; three failures in a row stop the solver as stalled.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
 from precond.linalg import pcg
-from precond.ot._log_sinkhorn import SinkhornState, column_update, sweeps
+from precond.ot._log_sinkhorn import SinkhornState
+from precond.ot._scaling import ScaledKernel, column_update, scaling_sweeps
+from precond.ot._scaling import matvec as dense_mv
 
 ARMIJO_C = 1e-4
 MAX_BACKTRACKS = 12
 SAFEGUARD_SWEEPS = 10
 MAX_FAILURES = 3
-#: A Newton step that only shrinks the marginal error by this factor (or worse) densifies the Hessian.
-SLOW_RATIO = 0.25
 #: Accepted steps with ``α < WEAK_STEP`` or error ratio above ``WEAK_RATIO`` are followed by Sinkhorn sweeps.
 WEAK_STEP = 0.25
 WEAK_RATIO = 0.9
+#: Adaptive density: the dropped plan mass is at most this fraction of the L1 marginal error.
+DROP_FRACTION = 0.01
+#: Range of the adaptive Levenberg–Marquardt factor.
+RIDGE_MIN = 1e-4
+RIDGE_MAX = 1e4
+#: Above this fraction of kept entries the Hessian is used dense.
+DENSE_FRACTION = 0.25
 
 
 class _Eval:
-    """Plan, sums, objective and gradient at one iterate (one dense ``O(nm)`` pass)."""
+    """Marginals, gradient and error of ``diag(s) K diag(t)`` (two matrix-vector products)."""
 
-    def __init__(
-        self, u: torch.Tensor, v: torch.Tensor, neg_mr: torch.Tensor, a: torch.Tensor, b: torch.Tensor
-    ) -> None:
-        plan = torch.add(u[:, None], v[None, :])
-        plan.add_(neg_mr).exp_()
-        self.plan = plan
-        self.row = plan.sum(1)
-        self.col = plan.sum(0)
+    def __init__(self, ker: ScaledKernel, s: torch.Tensor, t: torch.Tensor, a: torch.Tensor, b: torch.Tensor):
+        self.s, self.t = s, t
+        self.row = ker.row_sums(s, t)
+        self.col = ker.col_sums(s, t)
         self.grad_u = a - self.row
         self.grad_v = b - self.col
-        self.error = float(self.grad_u.abs().sum() + self.grad_v.abs().sum())
-        self.objective = float((a * u).sum() + (b * v).sum() - self.row.sum())
+        stats = torch.stack([self.grad_u.abs().sum() + self.grad_v.abs().sum(), self.row.sum()]).tolist()
+        self.error, self.total = float(stats[0]), float(stats[1])
 
 
-def sparsify(plan: torch.Tensor, keep: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Rows, columns and values of the kept entries: global top-k plus every row's and column's maximum."""
+def _sample(plan: torch.Tensor, count: int) -> tuple[torch.Tensor, int]:
+    """A strided sample of ``plan``'s entries, sorted ascending, large enough to locate its ``count`` largest."""
     n, m = plan.shape
-    k = min(n * m, max(1, math.ceil(keep * max(n, m))))
-    flat = plan.reshape(-1)
-    rho = torch.topk(flat, k, sorted=False).values.min()
+    total = n * m
+    size = min(total, max(4096, int(16 * total / count)))
+    stride = max(1, total // size)
+    while stride > 1 and math.gcd(stride, m) != 1:  # walk across columns, not down a few of them
+        stride += 1
+    return plan.reshape(-1)[::stride].sort().values, stride
+
+
+def threshold(plan: torch.Tensor, count: int, dropped_mass: float | None) -> tuple[torch.Tensor, int]:
+    """Entry value above which ``plan`` is kept, and the estimated number kept, from a strided sample.
+
+    The paper's rule keeps about the ``count`` largest entries.  With ``dropped_mass`` the threshold is
+    lowered, if needed, until the estimated mass of the dropped entries is at most ``dropped_mass``.
+    """
+    sample, stride = _sample(plan, count)
+    size = sample.numel()
+    index = size - max(1, round(count / stride))  # the sample's count/stride largest are kept
+    if dropped_mass is not None:
+        below = torch.cumsum(sample, 0).mul_(stride)  # below[k]: estimated mass of entries ≤ sample[k]
+        fits = int(torch.searchsorted(below, torch.tensor(dropped_mass, dtype=below.dtype)))
+        index = min(index, fits)
+    index = min(max(index, 0), size - 1)
+    return sample[index], (size - index) * stride
+
+
+def sparsify(
+    plan: torch.Tensor, keep: float, dropped_mass: float | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """Rows, columns and values of the kept entries (see :func:`threshold`, plus every row's and column's
+    maximum), or ``None`` when more than ``DENSE_FRACTION`` of the entries would be kept."""
+    n, m = plan.shape
+    count = math.ceil(keep * max(n, m))
+    if count >= DENSE_FRACTION * n * m:
+        return None
+    rho, estimate = threshold(plan, count, dropped_mass)
+    if estimate >= DENSE_FRACTION * n * m:
+        return None
+    rho = rho.clamp_min(torch.finfo(plan.dtype).tiny)
     mask = plan >= rho
     mask |= plan >= plan.amax(dim=1, keepdim=True)
     mask |= plan >= plan.amax(dim=0, keepdim=True)
     rows, cols = mask.nonzero(as_tuple=True)
+    if rows.numel() >= DENSE_FRACTION * n * m:
+        return None
     return rows, cols, plan[rows, cols]
 
 
+def _csr(crow_index: torch.Tensor, col: torch.Tensor, val: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    crow = torch._convert_indices_from_coo_to_csr(crow_index, size[0])
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": matrix-vector products are all we use
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, col, val, size, check_invariants=False)
+
+
+def _csr_pair(
+    rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n: int, m: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``S`` and ``Sᵀ`` in CSR (``rows`` come sorted from ``nonzero``); CSR products are ~10× ``index_add``."""
+    order = torch.argsort(cols, stable=True)
+    return _csr(rows, cols, vals, (n, m)), _csr(cols[order], rows[order], vals[order], (m, n))
+
+
 def newton_step(
+    ker: ScaledKernel,
     ev: _Eval,
     keep: float,
     ridge: float,
     cg_max_iter: int | None,
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Approximate Newton direction ``(Δu, Δv)`` from the sparsified Hessian; also returns CG iterations."""
-    n, m = ev.plan.shape
-    rows, cols, vals = sparsify(ev.plan, keep)
-    scale = float(torch.maximum(ev.row.max(), ev.col.max()))
-    delta = ridge * ev.error * scale
-    d1 = ev.row + delta
-    d2 = ev.col + delta
+    buffer: torch.Tensor,
+    tol: float,
+    drop: float | None,
+) -> tuple[torch.Tensor, torch.Tensor, int, float]:
+    """Approximate Newton direction ``(Δu, Δv)`` from the sparsified Hessian, CG iterations and ``ΔᵀH_SΔ``."""
+    n, m = buffer.shape
+    plan = ker.plan(out=buffer)
+    kept = sparsify(plan, keep, None if drop is None else drop * ev.error)
+    # Levenberg–Marquardt: scaled diagonal (all rows damped alike) plus a floor for rows of tiny mass.
+    damping = ridge * ev.error
+    floor = damping * float(torch.maximum(ev.row.max(), ev.col.max()))
+    d1 = ev.row * (1.0 + damping) + floor
+    d2 = ev.col * (1.0 + damping) + floor
     inv_diag = 1.0 / torch.cat([d1, d2]).clamp_min(torch.finfo(d1.dtype).tiny)
 
-    def matvec(x: torch.Tensor) -> torch.Tensor:
-        xu, xv = x[:n], x[n:]
-        out_u = d1 * xu
-        out_u = out_u.index_add(0, rows, vals * xv[cols])
-        out_v = d2 * xv
-        out_v = out_v.index_add(0, cols, vals * xu[rows])
-        return torch.cat([out_u, out_v])
+    if kept is None:
+
+        def matvec(x: torch.Tensor) -> torch.Tensor:
+            xu, xv = x[:n], x[n:]
+            return torch.cat([dense_mv(plan, xv).add_(d1 * xu), dense_mv(plan.T, xu).add_(d2 * xv)])
+
+    else:
+        forward, backward = _csr_pair(*kept, n, m)
+
+        def matvec(x: torch.Tensor) -> torch.Tensor:
+            xu, xv = x[:n], x[n:]
+            return torch.cat([torch.mv(forward, xv).add_(d1 * xu), torch.mv(backward, xu).add_(d2 * xv)])
 
     rhs = torch.cat([ev.grad_u, ev.grad_v])
-    rtol = max(min(0.1, ev.error), 1e-13)
+    # Inexact Newton: forcing term min(0.1, ‖∇‖₁) (superlinear), but no tighter than reaching `tol` needs.
+    rtol = max(min(0.1, ev.error), 0.2 * tol / ev.error, 1e-13)
     step, info = pcg(matvec, rhs, precond=inv_diag, tol=rtol, max_iter=cg_max_iter)
+    curvature = float(torch.dot(step, matvec(step)))  # ΔᵀH_SΔ for the model's predicted gain
     du, dv = step[:n], step[n:]
     shift = (du.sum() - dv.sum()) / (n + m)
-    return du - shift, dv + shift, info.iterations
+    return du - shift, dv + shift, info.iterations, curvature
 
 
 def newton(
     state: SinkhornState,
+    ker: ScaledKernel,
     a: torch.Tensor,
     b: torch.Tensor,
     log_a: torch.Tensor,
     log_b: torch.Tensor,
-    neg_mr: torch.Tensor,
     tol: float,
     max_iter: int,
     keep: float,
@@ -126,7 +204,9 @@ def newton(
 
     Returns ``"converged"``, ``"max_iter"``, ``"stalled"`` (repeated line-search failures) or ``"nonfinite"``.
     """
-    ev = _Eval(state.u, state.v, neg_mr, a, b)
+    buffer = torch.empty_like(ker.kernel)
+    total = float(buffer.numel())
+    ev = _Eval(ker, ker.s, ker.t, a, b)
     state.evaluations += 1
     state.record(ev.error, "newton")
     keep_now = keep
@@ -139,34 +219,43 @@ def newton(
             return "nonfinite"
         if state.iterations >= max_iter:
             return "max_iter"
-        du, dv, cg_its = newton_step(ev, keep_now, ridge_now, cg_max_iter)
+        drop = DROP_FRACTION if adaptive_density else None
+        du, dv, cg_its, curvature = newton_step(ker, ev, keep_now, ridge_now, cg_max_iter, buffer, tol, drop)
         state.cg_iterations += cg_its
+        state.evaluations += 1
+        ascent = float((a * du).sum() + (b * dv).sum())
         slope = float((ev.grad_u * du).sum() + (ev.grad_v * dv).sum())
-        total = float(ev.plan.numel())
-        del ev.plan
         alpha = 1.0
         accepted: _Eval | None = None
         for _ in range(MAX_BACKTRACKS):
-            trial = _Eval(state.u + alpha * du, state.v + alpha * dv, neg_mr, a, b)
+            trial = _Eval(ker, ev.s * torch.exp(alpha * du), ev.t * torch.exp(alpha * dv), a, b)
             state.evaluations += 1
-            if math.isfinite(trial.objective) and math.isfinite(trial.error):
-                armijo = trial.objective >= ev.objective + ARMIJO_C * alpha * slope
-                flat = trial.objective >= ev.objective - 1e-13 * (1.0 + abs(ev.objective))
+            if math.isfinite(trial.total) and math.isfinite(trial.error) and ker.check(trial.s, trial.t) != "bad":
+                gain = alpha * ascent - (trial.total - ev.total)
+                armijo = gain >= ARMIJO_C * alpha * slope
+                flat = gain >= -1e-13 * (1.0 + ev.total)
                 if armijo or (flat and trial.error < ev.error):
                     accepted = trial
                     break
-            del trial
             alpha *= 0.5
         state.newton_iterations += 1
         if accepted is not None:
+            # Trust-region style (as SSNS): shrink the ridge when the model predicted the gain well.
+            predicted = alpha * slope - 0.5 * alpha * alpha * curvature
+            ratio = gain / predicted if predicted > 0 else 0.0
+            if ratio < 0.25:
+                ridge_now = min(RIDGE_MAX, 4.0 * ridge_now)
+            elif ratio > 0.75:
+                ridge_now = max(RIDGE_MIN, 0.5 * ridge_now)
+        if accepted is not None:
             previous = ev.error
-            state.u = state.u + alpha * du
-            state.v = state.v + alpha * dv
             ev = accepted
+            absorbed = ker.absorptions
+            ker.accept(ev.s, ev.t)  # usable: the line search checked
+            if ker.absorptions > absorbed:
+                ev.s, ev.t = ker.s, ker.t
+                state.evaluations += 1
             failures = 0
-            ridge_now = max(ridge, 0.5 * ridge_now)
-            if adaptive_density and (alpha < 1.0 or accepted.error > SLOW_RATIO * previous):
-                keep_now = min(2.0 * keep_now, total)
             state.record(ev.error, "newton")
             if alpha >= WEAK_STEP and ev.error <= WEAK_RATIO * previous:
                 continue
@@ -176,12 +265,12 @@ def newton(
             state.record(ev.error, "newton")
             if failures >= MAX_FAILURES:
                 return "stalled"
-            ridge_now *= 10.0
+            ridge_now = min(RIDGE_MAX, 10.0 * ridge_now)
             if adaptive_density:
                 keep_now = min(2.0 * keep_now, total)
         # Safeguard (failed or weak step): a few Sinkhorn sweeps, which always make progress.
-        column_update(state, log_b, neg_mr)
+        column_update(ker, b, log_a, log_b)
         budget = min(SAFEGUARD_SWEEPS, max(0, max_iter - state.iterations))
-        sweeps(state, log_a, log_b, a, neg_mr, tol, budget)
-        ev = _Eval(state.u, state.v, neg_mr, a, b)
+        scaling_sweeps(state, ker, a, b, log_a, log_b, tol, budget)
+        ev = _Eval(ker, ker.s, ker.t, a, b)
         state.evaluations += 1
