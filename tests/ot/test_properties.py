@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from precond.ot import sinkhorn
 
-METHOD = st.sampled_from(["sinkhorn_log", "sns"])
+METHOD = st.sampled_from(["sinkhorn", "sinkhorn_log", "sns"])
 REG = st.sampled_from([0.1, 0.3, 1.0])
 
 

@@ -37,7 +37,7 @@ def _errors(plan: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(plan.sum(1) - a).sum() + np.abs(plan.sum(0) - b).sum())
 
 
-@pytest.mark.parametrize("method", ["sinkhorn_log", "sns"])
+@pytest.mark.parametrize("method", ["sinkhorn", "sinkhorn_log", "sns"])
 def test_matches_pot_sinkhorn_log(method: str) -> None:
     a, b, M = _clouds(60, 50)
     reg = 0.02
@@ -120,7 +120,7 @@ def test_log_domain_is_stable_where_pot_sinkhorn_underflows() -> None:
         warnings.simplefilter("ignore")
         G = ot.sinkhorn(a, b, M, reg)  # the control: exp(-M/reg) underflows
     assert not np.isfinite(G).all() or _errors(G, a, b) > 1e-2
-    for method in ("sinkhorn_log", "sns"):
+    for method in ("sinkhorn", "sinkhorn_log", "sns"):
         res = sinkhorn(a, b, M, reg, method=method, tol=1e-9, max_iter=20_000)
         assert torch.isfinite(res.plan).all() and torch.isfinite(res.f).all() and torch.isfinite(res.g).all()
         assert res.converged, (method, res.marginal_error)
@@ -146,7 +146,7 @@ def test_float32_and_numpy_inputs() -> None:
     assert isinstance(ref, OTResult) and ref.plan.dtype == torch.float64 and isinstance(ref.plan, torch.Tensor)
     from_torch = sinkhorn(torch.as_tensor(a), torch.as_tensor(b), torch.as_tensor(M), 0.05, tol=1e-12)
     torch.testing.assert_close(from_torch.plan, ref.plan)
-    for method in ("sinkhorn_log", "sns"):
+    for method in ("sinkhorn", "sinkhorn_log", "sns"):
         res32 = sinkhorn(
             a.astype(np.float32), b.astype(np.float32), M.astype(np.float32), 0.05, method=method, tol=1e-5
         )

@@ -1,4 +1,4 @@
-"""Entropic optimal transport: log-domain Sinkhorn and Sinkhorn–Newton–Sparse (SNS), POT's conventions.
+"""Entropic optimal transport: stabilized Sinkhorn and Sinkhorn–Newton–Sparse (SNS), with POT's conventions.
 
 >>> from precond.ot import dist, sinkhorn
 >>> res = sinkhorn(None, None, dist(x, y), reg=1e-2, method="sns")   # doctest: +SKIP

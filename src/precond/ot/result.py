@@ -36,14 +36,17 @@ class OTResult:
         iterations: total iterations (``sinkhorn_iterations + newton_iterations``); one Sinkhorn iteration is
             a row and a column update.
         sinkhorn_iterations: Sinkhorn iterations (for SNS: the warm-up and any safeguard sweeps).
-        newton_iterations: Newton iterations (0 for ``"sinkhorn_log"``).
+        newton_iterations: Newton iterations (0 for the Sinkhorn methods).
         converged: ``marginal_error ≤ tol`` was reached.
         history: ``(iteration, marginal_error, seconds, phase)`` per iteration.
         method: the solver that produced this result.
         reg: the regularization used.
         cg_iterations: total conjugate-gradient iterations of the Newton stage.
-        evaluations: dense ``O(nm)`` passes over the plan (Sinkhorn half-steps count 1, each Newton
-            iteration counts its line-search trials), a machine-independent work measure.
+        evaluations: dense ``O(nm)`` passes over the plan or kernel (a matrix-vector product, ``logsumexp``
+            or ``exp`` pass counts 1; a Sinkhorn iteration is 2, a Newton iteration 2 per line-search trial plus
+            one for the sparsification), a machine-independent work measure.
+        absorptions: times the scaling-domain solvers (``"sinkhorn"``, ``"sns"``) re-formed their kernel at
+            the current potentials (the scalings left ``e^{±τ}`` or a product under/overflowed).
     """
 
     plan: torch.Tensor
@@ -57,7 +60,8 @@ class OTResult:
     newton_iterations: int
     converged: bool
     history: list[HistoryEntry] = field(repr=False)
-    method: str = "sinkhorn_log"
+    method: str = "sinkhorn"
     reg: float = 0.0
     cg_iterations: int = 0
     evaluations: int = 0
+    absorptions: int = 0
