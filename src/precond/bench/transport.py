@@ -581,8 +581,13 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+#: One colour per method of ours in every panel.
+OUR_COLORS = {"precond sinkhorn": "C0", "precond sinkhorn_log": "C1", "precond sns": "C2"}
+
+
 def plot(rows: list[dict], path: Path, per_row: int = 4) -> Path | None:
-    """Error vs iteration and vs seconds for every ε ≤ 1e-2 problem (histories exist for precond's methods)."""
+    """Error vs iteration and vs seconds for every ε ≤ 1e-2 problem: curves for precond's methods (the only
+    ones with histories), a marker where each peer that reached the target stopped."""
     try:
         import matplotlib
 
@@ -603,10 +608,18 @@ def plot(rows: list[dict], path: Path, per_row: int = 4) -> Path | None:
     for j, key in enumerate(keys):
         top, bottom = axes[2 * (j // cols), j % cols], axes[2 * (j // cols) + 1, j % cols]
         for r in rows:
-            if _key(r) == key and r.get("history"):
+            if _key(r) != key:
+                continue
+            if r.get("history"):
                 its, errs, secs = zip(*r["history"], strict=True)
-                top.semilogy(its, errs, label=r["method"])
-                bottom.semilogy(secs, errs, label=r["method"])
+                style = {"color": OUR_COLORS.get(r["method"]), "label": r["method"]}
+                top.semilogy(its, errs, **style)
+                bottom.semilogy(secs, errs, **style)
+            elif r.get("reached"):  # peers report no history: mark where they reached the target
+                k = list(METHODS).index(r["method"]) if r["method"] in METHODS else 0
+                style = {"marker": "x^vsdP+"[k % 7], "color": f"C{3 + k % 7}", "ls": "", "label": r["method"]}
+                top.semilogy([r["iterations"]], [max(r["error"], 1e-16)], **style)
+                bottom.semilogy([r["seconds"]], [max(r["error"], 1e-16)], **style)
         top.set_title(f"{key[0]} n={key[1]} ε={key[2]:g}")
         top.set_xlabel("iteration")
         bottom.set_xlabel("seconds")
@@ -615,7 +628,7 @@ def plot(rows: list[dict], path: Path, per_row: int = 4) -> Path | None:
             ax.axhline(TARGET, color="gray", lw=0.8, ls="--")
             ax.set_ylabel("L1 marginal error")
         if top.get_legend_handles_labels()[0]:
-            top.legend(fontsize=7)
+            top.legend(fontsize=6)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
