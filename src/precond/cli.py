@@ -17,7 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from precond._args import int_at_least
+
 DEFAULT_OPTIMIZERS = "adamw,soap,muon"
+positive_int = int_at_least(1)
 DEFAULT_OUT = "precond-bench-results"
 
 
@@ -33,16 +36,6 @@ def _optimizer_list(text: str) -> tuple[str, ...]:
     return names
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
-
-
 def _common(parser: argparse.ArgumentParser) -> None:
     from precond.bench.workloads import PRESETS, WORKLOADS
 
@@ -55,9 +48,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help=f"comma-separated registry names (default: {DEFAULT_OPTIMIZERS}); the baseline is added if missing",
     )
     parser.add_argument("--baseline", default="adamw", help="optimizer that sets the target loss (default: adamw)")
-    parser.add_argument("--lr-points", type=_positive_int, default=4, help="learning rates per optimizer (default 4)")
+    parser.add_argument("--lr-points", type=positive_int, default=4, help="learning rates per optimizer (default 4)")
     parser.add_argument("--sweep-wd", action="store_true", help="also sweep weight decay (3 points, full grid)")
-    parser.add_argument("--seeds", type=_positive_int, default=3, help="seeds of each winner (default 3)")
+    parser.add_argument("--seeds", type=positive_int, default=3, help="seeds of each winner (default 3)")
     parser.add_argument("--db", type=Path, default=Path("precond-bench.sqlite"), help="results database")
     parser.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help="folder for the plot and JSON")
 
@@ -77,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (bench, run, report):
         _common(p)
     for p in (bench, run):
-        p.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: all cores)")
+        p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: all cores)")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
     from precond.bench.transport import add_arguments
 

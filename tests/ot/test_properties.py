@@ -25,14 +25,6 @@ def problems(draw: st.DrawFn, square: bool = False) -> tuple[np.ndarray, np.ndar
     return a / a.sum(), b / b.sum(), rng.random((n, m))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @settings(max_examples=25, deadline=None)
 @given(problems(), REG, METHOD)
 def test_permutation_invariance(prob: tuple, reg: float, method: str) -> None:

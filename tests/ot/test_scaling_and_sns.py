@@ -14,14 +14,6 @@ import precond.ot._sns as sns
 from precond.ot import sinkhorn
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _density_problem(n: int, power: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Two Gaussian mixtures on [0, 1] (with a floor, so full support), cost |x − y|^power normalized to 1."""
     x = np.linspace(0, 1, n)

@@ -12,15 +12,6 @@ import torch
 from precond.ot import ConvergenceWarning, OTResult, dist, sinkhorn, sinkhorn2, unif
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    """These problems are tiny: intra-op threads only add contention (measured 10× slower on a busy 2-core box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _clouds(n: int, m: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     x, y = rng.normal(size=(n, 2)), rng.normal(size=(m, 2)) + 1.0

@@ -59,6 +59,8 @@ from typing import Any
 
 import numpy as np
 
+from precond._args import int_at_least, positive_float
+
 TARGET = 1e-8
 KINDS = ("assignment", "gauss", "density1d_w1", "density1d_w2", "density2d_w2")
 Problem = tuple[str, int, float]
@@ -712,7 +714,7 @@ def run_benchmark(
     }
     out.mkdir(parents=True, exist_ok=True)
     png = plot(rows, out / f"{stem}_convergence.png" if quick else out / "ot_convergence.png")
-    payload = {"meta": meta, "rows": rows, "summary": summary, "table": table, "plot": str(png) if png else None}
+    payload = {"meta": meta, "rows": rows, "summary": summary, "table": table, "plot": png.name if png else None}
     record = out / f"{stem}.json"
     record.write_text(json.dumps(payload, indent=1))
     print(f"\nrecord: {record}" + (f"\nplot: {png}" if png else ""))
@@ -744,36 +746,6 @@ def _kind(text: str) -> str:
     return text
 
 
-def _size(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 4, got {text!r}") from None
-    if value < 4:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 4, got {value}")
-    return value
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _threads(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser, *, quick_default: bool, out_default: Path) -> None:
     """The benchmark's options: ``--full`` where the quick grid is the default, ``--quick`` where it is not."""
     if quick_default:
@@ -784,7 +756,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, quick_default: bool, out_d
         parser.add_argument("--quick", action="store_true", help="quick grid (n=500, 3 problems, 2 ε; 3 s budget)")
     parser.set_defaults(quick=quick_default)
     parser.add_argument(
-        "--budget", type=_positive, default=None, help="hard seconds per method and problem (quick 3, full 10)"
+        "--budget", type=positive_float, default=None, help="hard seconds per method and problem (quick 3, full 10)"
     )
     parser.add_argument(
         "--methods",
@@ -798,12 +770,14 @@ def add_arguments(parser: argparse.ArgumentParser, *, quick_default: bool, out_d
         default=None,
         help="comma-separated subset of: " + ", ".join(KINDS),
     )
-    parser.add_argument("--n", type=_list_of(_size, "sizes"), default=None, help="problem size(s), replaces the grid's")
     parser.add_argument(
-        "--eps", type=_list_of(_positive, "ε values"), default=None, help="ε value(s), replaces the grid's"
+        "--n", type=_list_of(int_at_least(4), "sizes"), default=None, help="problem size(s), replaces the grid's"
+    )
+    parser.add_argument(
+        "--eps", type=_list_of(positive_float, "ε values"), default=None, help="ε value(s), replaces the grid's"
     )
     parser.add_argument("--seed", type=int, default=0, help="problem seed (default 0)")
-    parser.add_argument("--threads", type=_threads, default=2, help="threads of every method (default 2)")
+    parser.add_argument("--threads", type=int_at_least(1), default=2, help="threads of every method (default 2)")
     parser.add_argument(
         "--out", type=Path, default=out_default, help=f"folder for JSON and plot (default {out_default})"
     )

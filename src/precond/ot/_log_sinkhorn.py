@@ -47,9 +47,14 @@ class SinkhornState:
 StopRule = Callable[[SinkhornState, list[float]], bool]
 
 
+def log_columns(u: torch.Tensor, log_b: torch.Tensor, neg_mr: torch.Tensor) -> torch.Tensor:
+    """``v = log b − LSE_i(u_i − M_ij/reg)``: the potentials that make the column marginal exact."""
+    return log_b - torch.logsumexp(u[:, None] + neg_mr, dim=0)
+
+
 def column_update(state: SinkhornState, log_b: torch.Tensor, neg_mr: torch.Tensor) -> None:
     """``v ← log b − LSE_i(u_i − M_ij/reg)``: makes the column marginal exact."""
-    state.v = log_b - torch.logsumexp(state.u[:, None] + neg_mr, dim=0)
+    state.v = log_columns(state.u, log_b, neg_mr)
     state.evaluations += 1
 
 

@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from precond.ot._log_sinkhorn import SinkhornState, StopRule
+from precond.ot._log_sinkhorn import SinkhornState, StopRule, log_columns
 
 
 def matvec(matrix: torch.Tensor, vector: torch.Tensor, numpy_blas: bool = False) -> torch.Tensor:
@@ -100,7 +100,7 @@ def log_iteration(ker: ScaledKernel, log_a: torch.Tensor, log_b: torch.Tensor) -
     """One Sinkhorn iteration in the log domain from the current potentials, then absorb (the fallback)."""
     u, v = ker.potentials()
     u = log_a - torch.logsumexp(v[None, :] + ker.neg_mr, dim=1)
-    v = log_b - torch.logsumexp(u[:, None] + ker.neg_mr, dim=0)
+    v = log_columns(u, log_b, ker.neg_mr)
     ker.absorb_at(u, v)
 
 
@@ -108,7 +108,7 @@ def column_update(ker: ScaledKernel, b: torch.Tensor, log_a: torch.Tensor, log_b
     """``t ← b / Kᵀ s``: makes the column marginal exact (log-domain fallback on under/overflow)."""
     if not ker.accept(ker.s, b / matvec(ker.kernel.T, ker.s, numpy_blas=ker.numpy_blas)):
         u = ker.potentials()[0]
-        ker.absorb_at(u, log_b - torch.logsumexp(u[:, None] + ker.neg_mr, dim=0))
+        ker.absorb_at(u, log_columns(u, log_b, ker.neg_mr))
 
 
 def scaling_sweeps(
