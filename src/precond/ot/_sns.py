@@ -25,10 +25,17 @@ iteration:
    ×4 when the gain was under a quarter of the model's prediction, ÷2 when above three quarters.  CG stops
    at the inexact-Newton relative residual ``min(0.1, ‖∇D‖₁)``, but no tighter than ``tol`` needs; the
    step's ``(1, −1)`` component (which does not change ``P``) is projected out;
-3. backtracking line search (Armijo, ``c = 1e-4``, halving) on ``D``, whose change is computed directly as
-   ``α⟨(a, b), Δ⟩ − (ΣP_trial − ΣP)`` (no cancellation between large potentials); near the optimum ``D`` is
-   flat to rounding, so a step that does not measurably lower ``D`` is also accepted when it lowers the
-   marginal error;
+3. backtracking line search (Armijo, ``c = 1e-4``, halving) on the *semi-dual* ``D(u, v*(u))``: the trial
+   point is ``(u + αΔu, v*(u + αΔu))`` with ``v*`` the exact column update ``t = b / Kᵀs`` (a Sinkhorn
+   half-step, the same ``Kᵀs`` product the trial's column sums need), so ``Δv`` is dropped and the column
+   marginals stay exact.  Since ``v*`` maximizes ``D`` over ``v``, this trial is never worse than
+   ``(u + αΔu, v + αΔv)``; it is the nonlinear elimination of ``v`` whose linearization is the Schur
+   complement ``diag(P1) − P diag(Pᵀ1)⁻¹ Pᵀ`` in the Newton system.  Measured on the benchmark's n = 2000,
+   ε = 1e-3 problems against the joint ``(Δu, Δv)`` trial: 103 against 158 iterations on 1-D W1, 47
+   against 82 on 1-D W2, 30 against 37 on 2-D W2, 38 against 47 on Gaussian clouds, at about the same
+   wall-clock.  ``D``'s change is computed directly as ``α⟨a, Δu⟩ + ⟨b, Δv*⟩ − (ΣP_trial − ΣP)`` (no
+   cancellation between large potentials); near the optimum ``D`` is flat to rounding, so a step that does
+   not measurably lower ``D`` is also accepted when it lowers the marginal error;
 4. safeguard: after a weak step (``α < 1/4`` or less than 10% error reduction) or a failed line search,
    Sinkhorn iterations are run until the error is half what it was before the Newton step, at most
    ``SAFEGUARD_SWEEPS``.  Far from the optimum a Newton step often gains a lot of ``D`` while raising the
@@ -70,10 +77,18 @@ DENSE_FRACTION = 0.25
 class _Eval:
     """Marginals, gradient and error of ``diag(s) K diag(t)`` (two matrix-vector products)."""
 
-    def __init__(self, ker: ScaledKernel, s: torch.Tensor, t: torch.Tensor, a: torch.Tensor, b: torch.Tensor):
+    def __init__(
+        self,
+        ker: ScaledKernel,
+        s: torch.Tensor,
+        t: torch.Tensor,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        kts: torch.Tensor | None = None,
+    ):
         self.s, self.t = s, t
         self.row = ker.row_sums(s, t)
-        self.col = ker.col_sums(s, t)
+        self.col = ker.col_sums(s, t) if kts is None else t * kts  # kts = Kᵀs, when the caller has it
         self.grad_u = a - self.row
         self.grad_v = b - self.col
         stats = torch.stack([self.grad_u.abs().sum() + self.grad_v.abs().sum(), self.row.sum()]).tolist()
@@ -102,7 +117,7 @@ def threshold(plan: torch.Tensor, count: int, dropped_mass: float | None) -> tup
     index = size - max(1, round(count / stride))  # the sample's count/stride largest are kept
     if dropped_mass is not None:
         below = torch.cumsum(sample, 0).mul_(stride)  # below[k]: estimated mass of entries ≤ sample[k]
-        fits = int(torch.searchsorted(below, torch.tensor(dropped_mass, dtype=below.dtype)))
+        fits = int(torch.searchsorted(below, torch.tensor(dropped_mass, dtype=below.dtype, device=below.device)))
         index = min(index, fits)
     index = min(max(index, 0), size - 1)
     return sample[index], (size - index) * stride
@@ -223,18 +238,22 @@ def newton(
         if state.iterations >= max_iter:
             return "max_iter"
         drop = DROP_FRACTION if adaptive_density else None
-        du, dv, cg_its, curvature = newton_step(ker, ev, keep_now, ridge_now, cg_max_iter, buffer, tol, drop)
+        du, _, cg_its, curvature = newton_step(ker, ev, keep_now, ridge_now, cg_max_iter, buffer, tol, drop)
         state.cg_iterations += cg_its
         state.evaluations += 1
-        ascent = float((a * du).sum() + (b * dv).sum())
-        slope = float((ev.grad_u * du).sum() + (ev.grad_v * dv).sum())
+        # Semi-dual line search: v follows u through the exact column update v*(u), so Δv is not used.
+        ascent = float((a * du).sum())
+        slope = float((ev.grad_u * du).sum())  # d/dα D(u + αΔu, v*(u + αΔu)) at 0 (∂D/∂v = 0 there)
+        log_t = ev.t.log()
         alpha = 1.0
         accepted: _Eval | None = None
         for _ in range(MAX_BACKTRACKS):
-            trial = _Eval(ker, ev.s * torch.exp(alpha * du), ev.t * torch.exp(alpha * dv), a, b)
+            s_trial = ev.s * torch.exp(alpha * du)
+            kts = dense_mv(ker.kernel.T, s_trial)
+            trial = _Eval(ker, s_trial, b / kts, a, b, kts)
             state.evaluations += 1
             if math.isfinite(trial.total) and math.isfinite(trial.error) and ker.check(trial.s, trial.t) != "bad":
-                gain = alpha * ascent - (trial.total - ev.total)
+                gain = alpha * ascent + float((b * (trial.t.log() - log_t)).sum()) - (trial.total - ev.total)
                 armijo = gain >= ARMIJO_C * alpha * slope
                 flat = gain >= -1e-13 * (1.0 + ev.total)
                 if armijo or (flat and trial.error < ev.error):
