@@ -56,8 +56,8 @@ def test_log_fallback_when_products_are_unusable(monkeypatch: pytest.MonkeyPatch
 
 
 def test_check_verdicts() -> None:
-    neg_mr = -torch.rand(3, 4, dtype=torch.float64)
-    ker = scaling.ScaledKernel(neg_mr, torch.zeros(3, dtype=torch.float64), torch.zeros(4, dtype=torch.float64))
+    cost = torch.rand(3, 4, dtype=torch.float64)
+    ker = scaling.ScaledKernel(cost, 1.0, torch.zeros(3, dtype=torch.float64), torch.zeros(4, dtype=torch.float64))
     one, t = torch.ones(3, dtype=torch.float64), torch.ones(4, dtype=torch.float64)
     assert ker.check(one, t) == "ok"
     assert ker.check(one * math.exp(80.0), t) == "absorb"

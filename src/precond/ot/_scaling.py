@@ -46,18 +46,25 @@ def absorb_bound(dtype: torch.dtype) -> float:
 class ScaledKernel:
     """``P = diag(s) K diag(t)`` with ``K = exp(u₀ ⊕ v₀ − M/reg)``; see the module docstring."""
 
-    def __init__(self, neg_mr: torch.Tensor, u: torch.Tensor, v: torch.Tensor, numpy_blas: bool = False) -> None:
-        self.neg_mr = neg_mr
+    def __init__(
+        self, cost: torch.Tensor, reg: float, u: torch.Tensor, v: torch.Tensor, numpy_blas: bool = False
+    ) -> None:
+        self.cost, self.reg = cost, reg  # −M/reg is never stored: K is the only [n, m] buffer
         self.numpy_blas = numpy_blas  # see :func:`matvec`
-        self.limit = math.exp(absorb_bound(neg_mr.dtype))
-        self.kernel = torch.empty_like(neg_mr)
+        self.limit = math.exp(absorb_bound(cost.dtype))
+        self.kernel = torch.empty_like(cost)
         self.absorptions = -1
         self.absorb_at(u, v)
+
+    @property
+    def neg_mr(self) -> torch.Tensor:
+        """``−M/reg``, formed on demand (only the log-domain fallback needs it)."""
+        return self.cost / -self.reg
 
     def absorb_at(self, u: torch.Tensor, v: torch.Tensor) -> None:
         """Re-form ``K`` at potentials ``(u, v)`` and reset the scalings to one (one ``exp`` pass)."""
         torch.add(u[:, None], v[None, :], out=self.kernel)
-        self.kernel.add_(self.neg_mr).exp_()
+        self.kernel.add_(self.cost, alpha=-1.0 / self.reg).exp_()
         self.u0, self.v0 = u, v
         self.s = torch.ones_like(u)
         self.t = torch.ones_like(v)
@@ -91,7 +98,8 @@ class ScaledKernel:
         return t * matvec(self.kernel.T, s, self.numpy_blas)
 
     def plan(self, out: torch.Tensor | None = None) -> torch.Tensor:
-        """The dense plan ``diag(s) K diag(t)`` (a multiply pass, no ``exp``); written into ``out`` if given."""
+        """The dense plan ``diag(s) K diag(t)`` (a multiply pass, no ``exp``); written into ``out`` if given
+        (``out=ker.kernel`` turns the kernel into the plan: the last use of ``ker``)."""
         out = torch.mul(self.kernel, self.s[:, None], out=out)
         return out.mul_(self.t[None, :])
 
@@ -99,8 +107,9 @@ class ScaledKernel:
 def log_iteration(ker: ScaledKernel, log_a: torch.Tensor, log_b: torch.Tensor) -> None:
     """One Sinkhorn iteration in the log domain from the current potentials, then absorb (the fallback)."""
     u, v = ker.potentials()
-    u = log_a - torch.logsumexp(v[None, :] + ker.neg_mr, dim=1)
-    v = log_columns(u, log_b, ker.neg_mr)
+    neg_mr = ker.neg_mr
+    u = log_a - torch.logsumexp(v[None, :] + neg_mr, dim=1)
+    v = log_columns(u, log_b, neg_mr)
     ker.absorb_at(u, v)
 
 

@@ -165,14 +165,14 @@ def sinkhorn(
             u, v = u * levels[k - 1] / eps_k, v * levels[k - 1] / eps_k
         final = k == len(levels) - 1
         level_tol, level_iter = (tol, max(0, max_iter - state.iterations)) if final else (1e-2, 100)
-        neg_mr = m_s / (-eps_k)
         if method == "sinkhorn_log":
+            neg_mr = m_s / (-eps_k)
             state.u, state.v = u, v
             column_update(state, log_b, neg_mr)
             done = sweeps(state, log_a, log_b, a_s, neg_mr, level_tol, level_iter)
             u, v = state.u, state.v
         else:
-            ker = ScaledKernel(neg_mr, u, v, numpy_blas=method == "sinkhorn")
+            ker = ScaledKernel(m_s, eps_k, u, v, numpy_blas=method == "sinkhorn")
             state.evaluations += 1
             scaled_column_update(ker, b_s, log_a, log_b)
             rule = _switch_rule(tol, n1, n1_min, n1_max, switch_ratio) if method == "sns" and final else None
@@ -184,8 +184,8 @@ def sinkhorn(
                 done = status == "converged"
             u, v = ker.potentials()
             state.absorptions += ker.absorptions
-            if final:  # diag(s) K diag(t): two multiply passes instead of an exp pass; −M/reg is done with
-                plan_s = ker.plan(out=neg_mr)
+            if final:  # diag(s) K diag(t), in K's memory: two multiply passes instead of an exp pass
+                plan_s = ker.plan(out=ker.kernel)
             del ker
         if final and done:
             status = "converged"
