@@ -178,8 +178,9 @@ def newton_step(
     buffer: torch.Tensor,
     tol: float,
     drop: float | None,
-) -> tuple[torch.Tensor, torch.Tensor, int, float]:
-    """Approximate Newton direction ``(Δu, Δv)`` from the sparsified Hessian, CG iterations and ``ΔᵀH_SΔ``."""
+) -> tuple[torch.Tensor, int, float]:
+    """``Δu`` of the approximate Newton step ``(Δu, Δv)`` from the sparsified Hessian (the line search follows
+    ``v*(u)``, so ``Δv`` only enters ``ΔᵀH_SΔ``), CG iterations and ``ΔᵀH_SΔ``."""
     n, m = buffer.shape
     plan = ker.plan(out=buffer)
     kept = sparsify(plan, keep, None if drop is None else drop * ev.error)
@@ -210,7 +211,7 @@ def newton_step(
     curvature = float(torch.dot(step, matvec(step)))  # ΔᵀH_SΔ for the model's predicted gain
     du, dv = step[:n], step[n:]
     shift = (du.sum() - dv.sum()) / (n + m)
-    return du - shift, dv + shift, info.iterations, curvature
+    return du - shift, info.iterations, curvature
 
 
 def newton(
@@ -247,7 +248,7 @@ def newton(
         if state.iterations >= max_iter:
             return "max_iter"
         drop = DROP_FRACTION if adaptive_density else None
-        du, _, cg_its, curvature = newton_step(ker, ev, keep_now, ridge_now, cg_max_iter, buffer, tol, drop)
+        du, cg_its, curvature = newton_step(ker, ev, keep_now, ridge_now, cg_max_iter, buffer, tol, drop)
         state.cg_iterations += cg_its
         state.evaluations += 1
         # Semi-dual line search: v follows u through the exact column update v*(u), so Δv is not used.
