@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from precond.ot._log_sinkhorn import SinkhornState, StopRule, log_columns
@@ -32,9 +33,14 @@ def matvec(matrix: torch.Tensor, vector: torch.Tensor, numpy_blas: bool = False)
     Newton stage) it is the other way round: torch's OpenMP workers spin while OpenBLAS's threads want the
     same cores (SNS measured 1.6–2× slower, also with NumPy in its Sinkhorn phases only), so only the
     ``"sinkhorn"`` method asks for it (:attr:`ScaledKernel.numpy_blas`).
+
+    NumPy's floating-point warnings are silenced, as ``torch.mv`` has none: an underflowed ``K t`` makes
+    ``s = a / K t`` infinite and ``Kᵀ s`` then meets ``0 · inf``; the callers detect the non-finite result
+    (:meth:`ScaledKernel.check`) and redo the iteration in the log domain.
     """
     if numpy_blas and matrix.device.type == "cpu":
-        return torch.from_numpy(matrix.numpy() @ vector.numpy())
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore", under="ignore"):
+            return torch.from_numpy(matrix.numpy() @ vector.numpy())
     return torch.mv(matrix, vector)
 
 
@@ -146,13 +152,15 @@ def scaling_sweeps(
         state.record(err, "sinkhorn")
         if err <= tol:
             return True
+        if len(errors) > max_iter or state.stalled:
+            return False
         if not math.isfinite(err):
             # Products overflowed or the base potentials went bad: recompute from the log domain.
             log_iteration(ker, log_a, log_b)
             state.evaluations += 2
             state.sinkhorn_iterations += 1
             continue
-        if len(errors) > max_iter or (stop is not None and stop(state, errors)):
+        if stop is not None and stop(state, errors):
             return False
         s = a / kt
         t = b / matvec(ker.kernel.T, s, numpy_blas=ker.numpy_blas)

@@ -230,7 +230,8 @@ def newton(
 ) -> str:
     """Newton iterations until the marginal error is ``≤ tol`` or ``state.iterations`` reaches ``max_iter``.
 
-    Returns ``"converged"``, ``"max_iter"``, ``"stalled"`` (repeated line-search failures) or ``"nonfinite"``.
+    Returns ``"converged"``, ``"max_iter"``, ``"stalled"`` (repeated line-search failures, or no progress at
+    the rounding floor: ``state.stalled``) or ``"nonfinite"``.
     """
     buffer = torch.empty_like(ker.kernel)
     total = float(buffer.numel())
@@ -247,6 +248,8 @@ def newton(
             return "nonfinite"
         if state.iterations >= max_iter:
             return "max_iter"
+        if state.stalled:  # no new low for STALL_WINDOW iterations, at the rounding floor
+            return "stalled"
         drop = DROP_FRACTION if adaptive_density else None
         du, cg_its, curvature = newton_step(ker, ev, keep_now, ridge_now, cg_max_iter, buffer, tol, drop)
         state.cg_iterations += cg_its

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
+
+from precond.ot._validate import as_points
 
 METRICS = ("sqeuclidean", "euclidean", "cityblock", "chebyshev", "minkowski")
 
 
 def _points(x: Any, name: str, dtype: torch.dtype | None) -> torch.Tensor:
-    t = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    t = as_points(x, name)  # any NumPy strides (``x[::-1]``), lists or tensors
     if t.ndim == 1:
         t = t[:, None]
     if t.ndim != 2:

@@ -31,13 +31,13 @@ class OTResult:
         f: row dual potential ``[n]`` in cost units (POT's ``reg · log_u``); ``-inf`` where ``a_i = 0``.
         g: column dual potential ``[m]`` (POT's ``reg · log_v``); ``-inf`` where ``b_j = 0``.
             ``(f, g)`` is defined up to ``(f + c, g − c)``.
-        marginal_error: ``‖P 1 − a‖₁ + ‖Pᵀ 1 − b‖₁`` of the returned plan (L1 norm of both marginal
-            violations, i.e. of the dual gradient).
+        marginal_error: ``‖P 1 − a‖₁ + ‖Pᵀ 1 − b‖₁`` of the returned plan, summed in float64 (L1 norm of
+            both marginal violations, i.e. of the dual gradient), with ``b`` rescaled by ``b_scale``.
         iterations: total iterations (``sinkhorn_iterations + newton_iterations``); one Sinkhorn iteration is
             a row and a column update.
         sinkhorn_iterations: Sinkhorn iterations (for SNS: the warm-up and any safeguard sweeps).
         newton_iterations: Newton iterations (0 for the Sinkhorn methods).
-        converged: ``marginal_error ≤ tol`` was reached.
+        converged: ``marginal_error ≤ tol`` (recomputed in float64 from the returned plan) was reached.
         history: ``(iteration, marginal_error, seconds, phase)`` per iteration.
         method: the solver that produced this result.
         reg: the regularization used.
@@ -47,6 +47,12 @@ class OTResult:
             one for the sparsification), a machine-independent work measure.
         absorptions: times the scaling-domain solvers (``"sinkhorn"``, ``"sns"``) re-formed their kernel at
             the current potentials (the scalings left ``e^{±τ}`` or a product under/overflowed).
+        status: why the solver stopped: ``"converged"``, ``"max_iter"``, ``"stalled"`` (the error stopped
+            decreasing at the rounding floor, or SNS's line search failed repeatedly: ``tol`` is below the
+            attainable precision), ``"nonfinite"`` or ``"rounding"`` (the loop met ``tol`` but the returned
+            plan's float64 error does not).
+        b_scale: ``Σa/Σb`` (1.0 when the masses are equal in float64): the problem solved is the balanced one
+            with target ``b · b_scale``; inputs may differ in mass by a relative ``1e-6`` (float32 rounding).
     """
 
     plan: torch.Tensor
@@ -65,3 +71,5 @@ class OTResult:
     cg_iterations: int = 0
     evaluations: int = 0
     absorptions: int = 0
+    status: str = "converged"
+    b_scale: float = 1.0

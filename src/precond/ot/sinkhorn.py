@@ -16,11 +16,11 @@ from typing import Any
 
 import torch
 
-from precond.ot._log_sinkhorn import SinkhornState, annealing_levels, column_update, sweeps
+from precond.ot._log_sinkhorn import SinkhornState, annealing_levels, column_update, stall_floor, sweeps
 from precond.ot._scaling import ScaledKernel, scaling_sweeps
 from precond.ot._scaling import column_update as scaled_column_update
 from precond.ot._sns import newton
-from precond.ot._validate import check_count, check_positive, check_problem
+from precond.ot._validate import balance, check_count, check_positive, check_problem, default_tol
 from precond.ot.result import ConvergenceWarning, OTResult
 
 METHODS = ("sinkhorn", "sinkhorn_log", "sns")
@@ -54,7 +54,7 @@ def sinkhorn(
     M: Any,
     reg: float,
     method: str = "sinkhorn",
-    tol: float = 1e-9,
+    tol: float | None = None,
     max_iter: int = 100_000,
     *,
     epsilon_scaling: bool = False,
@@ -77,21 +77,31 @@ def sinkhorn(
 
     Args:
         a: source weights ``[n]`` (NumPy or torch); ``None`` or empty means uniform ``1/n``.  Nonnegative,
-            finite, same total mass as ``b``.  Zero-mass points get zero plan rows and ``f_i = −inf``.
-        b: target weights ``[m]``, same rules.
-        M: cost matrix ``[n, m]``, finite.  Quote ``reg`` relative to the scale of ``M`` (e.g. ``M/M.max()``).
+            finite, same total mass as ``b`` (within a relative ``1e-6``).  Zero-mass points get zero plan rows
+            and ``f_i = −inf``.
+        b: target weights ``[m]``, same rules.  What is left of a mass mismatch is removed by solving with
+            ``b · Σa/Σb`` (:attr:`OTResult.b_scale`): otherwise the marginal error could never fall below
+            ``|Σa − Σb|`` (weights normalized in float32 differ by ~1e-7) and any smaller ``tol`` would spin.
+        M: cost matrix ``[n, m]`` of real numbers or ``+inf`` (a forbidden pair: ``P_ij = 0`` exactly, in every
+            method), any strides.  Every point with mass needs a finite cost to some point with mass.  Quote
+            ``reg`` relative to the scale of ``M`` (e.g. ``M/M.max()``).
         reg: entropic regularization ε > 0 (POT's ``reg``; the SNS paper's ``η = 1/reg``).
         method: ``"sinkhorn"`` (default: Sinkhorn by matrix-vector products on a kernel re-formed at the
             current potentials whenever the scalings leave ``e^{±τ}``, with a log-domain fallback, so it never
             underflows either; see :mod:`precond.ot._scaling`), ``"sinkhorn_log"`` (every update a
             ``logsumexp``; the same iterates, ~9× slower per iteration on a CPU, kept as the reference) or
             ``"sns"`` (``"sinkhorn"`` warm-up, then sparse Newton, see :mod:`precond.ot._sns`).
-        tol: stop when the marginal error ``‖P 1 − a‖₁ + ‖Pᵀ 1 − b‖₁`` is ``≤ tol``.  float32 bottoms out
-            around ``1e-6``; use float64 for tighter tolerances.
-        max_iter: cap on total iterations (Sinkhorn + Newton, annealing levels included).
+        tol: stop when the marginal error ``‖P 1 − a‖₁ + ‖Pᵀ 1 − b‖₁`` is ``≤ tol``.  ``None`` (default):
+            dtype-aware, ``1e-9·Σa`` in float64 and ``1e-5·Σa`` in float32, whose rounding floor is a few
+            ``1e-7``.  A ``tol`` below the attainable precision does not spin: once the error has stopped
+            setting new lows below the rounding floor for 50 iterations the solver stops with
+            ``status="stalled"`` (see :mod:`precond.ot._log_sinkhorn`).
+        max_iter: cap on total iterations (Sinkhorn + Newton, annealing levels included: one budget shared by
+            all ε levels, so ``iterations ≤ max_iter`` always).
         epsilon_scaling: warm-start with ε-annealing: Sinkhorn at ``max(epsilon0·scaling_factor^k, reg)``,
-            each level until its error is ``≤ 1e-2`` or 100 iterations.  Applies to the SNS warm-up too.
-        epsilon0: first level of the annealing (default: ``max(M) − min(M)``).
+            each level until its error is ``≤ 1e-2`` or 100 iterations (or the rest of ``max_iter``).  Applies
+            to the SNS warm-up too.
+        epsilon0: first level of the annealing (default: ``max(M) − min(M)`` over the finite costs).
         scaling_factor: ratio between annealing levels, in ``(0, 1)``.
         n1: SNS only: a fixed number of warm-up Sinkhorn iterations (the paper's ``N1``).  ``None`` (default)
             uses the adaptive switch rule: after ``n1_min`` iterations, Sinkhorn's linear rate ``r`` over the
@@ -119,30 +129,42 @@ def sinkhorn(
 
     Returns:
         An :class:`OTResult` of torch tensors on ``M``'s device.  Non-convergence sets ``converged=False``
-        and warns (unless ``warn=False``); it never raises.
+        and ``status`` (``"max_iter"``, ``"stalled"``, ``"nonfinite"`` or ``"rounding"``) and warns (unless
+        ``warn=False``); it never raises.  ``converged`` means the error recomputed in float64 from the
+        returned plan is ``≤ tol``.
 
     Raises:
-        ValueError: bad shapes, negative / non-finite / unbalanced weights, NaN or inf in ``M``, ``reg ≤ 0``,
-            unknown ``method`` or bad solver options; the message names the argument.
+        ValueError: bad shapes, negative / non-finite / unbalanced weights, NaN or ``−inf`` in ``M``, a point
+            with mass whose costs are all ``+inf`` (infeasible), ``reg ≤ 0``, unknown ``method`` or bad solver
+            options; the message names the argument.
+        TypeError: ``reg``, ``tol``, ``max_iter`` or another option of the wrong type (a string, a bool, a
+            float count); Python and NumPy scalars are accepted.
     """
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}, got {method!r}")
     a_t, b_t, m_t, reg = check_problem(a, b, M, reg, dtype)
-    check_positive(tol, "tol")
-    check_count(max_iter, "max_iter", minimum=0)
-    check_positive(keep, "keep")
-    check_positive(ridge, "ridge")
-    check_positive(switch_ratio, "switch_ratio")
-    check_count(n1_min, "n1_min", minimum=0)
-    check_count(n1_max, "n1_max", minimum=0)
+    b_t, b_scale = balance(a_t, b_t)
+    mass = float(a_t.sum(dtype=torch.float64))
+    tol = default_tol(m_t.dtype, mass) if tol is None else check_positive(tol, "tol")
+    max_iter = check_count(max_iter, "max_iter", minimum=0)
+    keep = check_positive(keep, "keep")
+    ridge = check_positive(ridge, "ridge")
+    switch_ratio = check_positive(switch_ratio, "switch_ratio")
+    n1_min = check_count(n1_min, "n1_min", minimum=0)
+    n1_max = check_count(n1_max, "n1_max", minimum=0)
     if n1 is not None:
-        check_count(n1, "n1", minimum=0)
+        n1 = check_count(n1, "n1", minimum=0)
     if cg_max_iter is not None:
-        check_count(cg_max_iter, "cg_max_iter")
-    if not (0.0 < scaling_factor < 1.0):
+        cg_max_iter = check_count(cg_max_iter, "cg_max_iter")
+    scaling_factor = check_positive(scaling_factor, "scaling_factor")
+    if not scaling_factor < 1.0:
         raise ValueError(f"`scaling_factor` must be in (0, 1), got {scaling_factor!r}")
     if epsilon0 is not None:
-        check_positive(epsilon0, "epsilon0")
+        epsilon0 = check_positive(epsilon0, "epsilon0")
+    # The in-loop error is summed in the solver's dtype, the reported one in float64 from the plan: aim a few
+    # ulps of the mass below tol so that a run that stops as converged also is converged by the final check.
+    margin = 8 * torch.finfo(m_t.dtype).eps * mass
+    loop_tol = tol - margin if tol > 2 * margin else tol
 
     # Zero-mass points carry no constraint: solve on the support, embed the result afterwards.
     rows = torch.nonzero(a_t > 0).flatten()
@@ -151,11 +173,17 @@ def sinkhorn(
     a_s, b_s = (a_t, b_t) if full else (a_t[rows], b_t[cols])
     m_s = m_t if full else m_t[rows][:, cols]
 
-    state = SinkhornState(u=torch.zeros_like(a_s), v=torch.zeros_like(b_s))
+    # +inf costs (forbidden pairs) give K = exp(−inf) = 0 and logsumexp terms of −inf: no special path needed.
+    finite = torch.isfinite(m_s) if not math.isfinite(float(m_s.sum())) else None
+    state = SinkhornState(u=torch.zeros_like(a_s), v=torch.zeros_like(b_s), floor=stall_floor(m_t.dtype, mass))
     log_a, log_b = a_s.log(), b_s.log()
     levels = [reg]
     if epsilon_scaling:
-        eps0 = epsilon0 if epsilon0 is not None else float(m_s.max() - m_s.min())
+        if epsilon0 is not None:
+            eps0 = epsilon0
+        else:
+            span = m_s if finite is None else m_s[finite]
+            eps0 = float(span.max() - span.min())
         levels = annealing_levels(eps0, reg, scaling_factor)
     u, v = state.u, state.v
     plan_s: torch.Tensor | None = None
@@ -164,7 +192,9 @@ def sinkhorn(
         if k:  # carry the potentials (in cost units) over to the next level
             u, v = u * levels[k - 1] / eps_k, v * levels[k - 1] / eps_k
         final = k == len(levels) - 1
-        level_tol, level_iter = (tol, max(0, max_iter - state.iterations)) if final else (1e-2, 100)
+        budget = max(0, max_iter - state.iterations)  # one budget for all levels
+        level_tol, level_iter = (loop_tol, budget) if final else (1e-2 * mass, min(100, budget))
+        state.restart_progress()
         if method == "sinkhorn_log":
             neg_mr = m_s / (-eps_k)
             state.u, state.v = u, v
@@ -175,11 +205,11 @@ def sinkhorn(
             ker = ScaledKernel(m_s, eps_k, u, v, numpy_blas=method == "sinkhorn")
             state.evaluations += 1
             scaled_column_update(ker, b_s, log_a, log_b)
-            rule = _switch_rule(tol, n1, n1_min, n1_max, switch_ratio) if method == "sns" and final else None
+            rule = _switch_rule(loop_tol, n1, n1_min, n1_max, switch_ratio) if method == "sns" and final else None
             done = scaling_sweeps(state, ker, a_s, b_s, log_a, log_b, level_tol, level_iter, stop=rule)
             if rule is not None and not done and math.isfinite(state.error) and state.iterations < max_iter:
                 status = newton(
-                    state, ker, a_s, b_s, log_a, log_b, tol, max_iter, keep, adaptive_density, ridge, cg_max_iter
+                    state, ker, a_s, b_s, log_a, log_b, loop_tol, max_iter, keep, adaptive_density, ridge, cg_max_iter
                 )
                 done = status == "converged"
             u, v = ker.potentials()
@@ -189,14 +219,21 @@ def sinkhorn(
             del ker
         if final and done:
             status = "converged"
+        elif final and status == "max_iter" and state.stalled:
+            status = "stalled"
+        elif final and status == "max_iter" and not math.isfinite(state.error):
+            status = "nonfinite"
     state.u, state.v = u, v
 
     if plan_s is None:
         plan_s = torch.exp(state.u[:, None] + state.v[None, :] + neg_mr)
-    err = float((plan_s.sum(1) - a_s).abs().sum() + (plan_s.sum(0) - b_s).abs().sum())
-    # The in-loop error comes from logsumexp, the final one from the plan's sums: allow for that rounding.
-    slack = 64 * torch.finfo(plan_s.dtype).eps * float(a_s.sum())
-    converged = status == "converged" and err <= max(tol * 1.01, tol + slack)
+    f64 = torch.float64
+    err = float(
+        (plan_s.sum(1, dtype=f64) - a_s.to(f64)).abs().sum() + (plan_s.sum(0, dtype=f64) - b_s.to(f64)).abs().sum()
+    )
+    if status == "converged" and not err <= tol:
+        status = "rounding"
+    converged = status == "converged"
     f_s, g_s = reg * state.u, reg * state.v
     if full:
         plan, f, g = plan_s, f_s, g_s
@@ -211,9 +248,9 @@ def sinkhorn(
     if not converged and warn:
         why = {
             "max_iter": f"reached max_iter={max_iter}",
-            "stalled": "the Newton line search failed repeatedly (tolerance below the attainable precision?)",
+            "stalled": f"the error stopped decreasing (tol below the attainable precision of {m_t.dtype}?)",
             "nonfinite": "non-finite values appeared",
-            "converged": "rounding left the final plan above tol",
+            "rounding": "rounding left the final plan above tol",
         }[status]
         warnings.warn(
             f"{method} did not converge: {why}; marginal error {err:.3e} > tol={tol:.1e} after "
@@ -224,7 +261,7 @@ def sinkhorn(
     return OTResult(
         plan=plan,
         plan_sparse=plan_sparse,
-        cost=float(torch.dot(plan.reshape(-1), m_t.reshape(-1))),
+        cost=_cost(plan, m_t, finite is not None),
         f=f,
         g=g,
         marginal_error=err,
@@ -238,7 +275,16 @@ def sinkhorn(
         cg_iterations=state.cg_iterations,
         evaluations=state.evaluations,
         absorptions=state.absorptions,
+        status=status,
+        b_scale=b_scale,
     )
+
+
+def _cost(plan: torch.Tensor, cost: torch.Tensor, has_inf: bool) -> float:
+    """``⟨P, M⟩``, skipping the ``+inf`` entries of ``M`` (where ``P`` is exactly 0; ``0 · inf`` is NaN)."""
+    if has_inf:
+        cost = torch.where(torch.isinf(cost), torch.zeros_like(cost), cost)
+    return float(torch.dot(plan.reshape(-1), cost.reshape(-1)))
 
 
 def sinkhorn2(a: Any, b: Any, M: Any, reg: float, method: str = "sinkhorn", **kwargs: Any) -> float:
