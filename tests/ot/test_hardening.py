@@ -149,6 +149,9 @@ def test_numpy_scalars_are_accepted(method: str) -> None:
     torch.testing.assert_close(res.plan, ref.plan, atol=0, rtol=0)
     capped = sinkhorn(a, b, M, np.float32(0.05), method=method, max_iter=np.int16(3), warn=False)
     assert capped.iterations == 3
+    reg0 = torch.tensor(0.05, dtype=torch.float64)
+    zero_d = sinkhorn(a, b, M, reg0, method=method, tol=np.array(1e-10), max_iter=torch.tensor(500), n1=5)
+    torch.testing.assert_close(zero_d.plan, ref.plan, atol=0, rtol=0)
 
 
 BAD_TYPES = [

@@ -77,8 +77,17 @@ def _check_support(a: torch.Tensor, b: torch.Tensor, m: torch.Tensor) -> None:
             )
 
 
+def _scalar(value: Any) -> Any:
+    """A 0-d NumPy array or torch tensor as its Python scalar; anything else unchanged."""
+    if isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim == 0:
+        return value.item()
+    return value
+
+
 def check_real(value: Any, name: str) -> float:
-    """``value`` as a float if it is a real number (Python or NumPy scalar, not ``bool``/``str``), else TypeError."""
+    """``value`` as a float if it is a real number (Python or NumPy scalar, 0-d array or tensor; not a ``bool`` or
+    ``str``), else TypeError."""
+    value = _scalar(value)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"`{name}` must be a real number, got {type(value).__name__} {value!r}")
     return float(value)
@@ -162,7 +171,8 @@ def check_positive(value: Any, name: str) -> float:
 
 
 def check_count(value: Any, name: str, minimum: int = 1) -> int:
-    """``value`` as an int if it is an integer (Python or NumPy, not ``bool``) ``≥ minimum``."""
+    """``value`` as an int if it is an integer (Python or NumPy, 0-d array or tensor; not a ``bool``) ``≥ minimum``."""
+    value = _scalar(value)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"`{name}` must be an integer, got {type(value).__name__} {value!r}")
     value = int(value)

@@ -83,8 +83,10 @@ def sinkhorn(
             ``b · Σa/Σb`` (:attr:`OTResult.b_scale`): otherwise the marginal error could never fall below
             ``|Σa − Σb|`` (weights normalized in float32 differ by ~1e-7) and any smaller ``tol`` would spin.
         M: cost matrix ``[n, m]`` of real numbers or ``+inf`` (a forbidden pair: ``P_ij = 0`` exactly, in every
-            method), any strides.  Every point with mass needs a finite cost to some point with mass.  Quote
-            ``reg`` relative to the scale of ``M`` (e.g. ``M/M.max()``).
+            method), any strides.  Every point with mass needs a finite cost to some point with mass (else
+            ValueError); a pattern that is feasible but forces an allowed pair to carry nothing in every plan
+            (e.g. ``[[0, inf], [1, 0]]`` with uniform weights) converges only sublinearly and ends at
+            ``max_iter``.  Quote ``reg`` relative to the scale of ``M`` (e.g. ``M/M.max()``).
         reg: entropic regularization ε > 0 (POT's ``reg``; the SNS paper's ``η = 1/reg``).
         method: ``"sinkhorn"`` (default: Sinkhorn by matrix-vector products on a kernel re-formed at the
             current potentials whenever the scalings leave ``e^{±τ}``, with a log-domain fallback, so it never
@@ -174,7 +176,6 @@ def sinkhorn(
     m_s = m_t if full else m_t[rows][:, cols]
 
     # +inf costs (forbidden pairs) give K = exp(−inf) = 0 and logsumexp terms of −inf: no special path needed.
-    finite = torch.isfinite(m_s) if not math.isfinite(float(m_s.sum())) else None
     state = SinkhornState(u=torch.zeros_like(a_s), v=torch.zeros_like(b_s), floor=stall_floor(m_t.dtype, mass))
     log_a, log_b = a_s.log(), b_s.log()
     levels = [reg]
@@ -182,8 +183,10 @@ def sinkhorn(
         if epsilon0 is not None:
             eps0 = epsilon0
         else:
-            span = m_s if finite is None else m_s[finite]
-            eps0 = float(span.max() - span.min())
+            eps0 = float(m_s.max() - m_s.min())
+            if not math.isfinite(eps0):  # +inf costs: the span of the finite ones
+                finite = m_s[torch.isfinite(m_s)]
+                eps0 = float(finite.max() - finite.min())
         levels = annealing_levels(eps0, reg, scaling_factor)
     u, v = state.u, state.v
     plan_s: torch.Tensor | None = None
@@ -261,7 +264,7 @@ def sinkhorn(
     return OTResult(
         plan=plan,
         plan_sparse=plan_sparse,
-        cost=_cost(plan, m_t, finite is not None),
+        cost=_cost(plan, m_t),
         f=f,
         g=g,
         marginal_error=err,
@@ -280,11 +283,12 @@ def sinkhorn(
     )
 
 
-def _cost(plan: torch.Tensor, cost: torch.Tensor, has_inf: bool) -> float:
+def _cost(plan: torch.Tensor, cost: torch.Tensor) -> float:
     """``⟨P, M⟩``, skipping the ``+inf`` entries of ``M`` (where ``P`` is exactly 0; ``0 · inf`` is NaN)."""
-    if has_inf:
-        cost = torch.where(torch.isinf(cost), torch.zeros_like(cost), cost)
-    return float(torch.dot(plan.reshape(-1), cost.reshape(-1)))
+    value = float(torch.dot(plan.reshape(-1), cost.reshape(-1)))
+    if math.isnan(value):  # only then pay for a mask
+        value = float(torch.dot(plan.reshape(-1), torch.where(torch.isinf(cost), 0.0, cost).reshape(-1)))
+    return value
 
 
 def sinkhorn2(a: Any, b: Any, M: Any, reg: float, method: str = "sinkhorn", **kwargs: Any) -> float:
