@@ -121,7 +121,7 @@ class SinkhornValue(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         a: torch.Tensor | None,
         b: torch.Tensor | None,
@@ -138,7 +138,7 @@ class SinkhornValue(torch.autograd.Function):
         return value.clone()
 
     @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         f, g, M_user = ctx.saved_tensors
         meta_a, meta_b = ctx.meta
         reg = ctx.reg

@@ -22,6 +22,7 @@ import torch
 
 from precond.ot._scaling import absorb_bound
 from precond.ot._validate import MASS_RTOL, _as_tensor, infer_dtype
+from precond.ot.sinkhorn import sinkhorn
 
 
 @dataclass
@@ -82,7 +83,8 @@ def check_batched(
     if bool(bad.any()):
         k = int(torch.nonzero(bad)[0])
         raise ValueError(
-            f"every column of `b` must have the mass of `a` (balanced OT): sum(a)={sa!r}, sum(b[:, {k}])={float(sb[k])!r}"
+            f"every column of `b` must have the mass of `a` (balanced OT): sum(a)={sa!r}, "
+            f"sum(b[:, {k}])={float(sb[k])!r}"
         )
     finite = torch.isfinite(m_t)
     rows = torch.nonzero((a_t > 0) & ~finite.any(1)).flatten()
@@ -140,10 +142,10 @@ def _in_range(x: torch.Tensor, mask: torch.Tensor, limit: float) -> bool:
     return vals.numel() == 0 or bool(((vals >= 1.0 / limit) & (vals <= limit)).all())
 
 
-def _fallback(a: torch.Tensor, b: torch.Tensor, M: torch.Tensor, reg: float, tol: float, max_iter: int) -> BatchedResult:
+def _fallback(
+    a: torch.Tensor, b: torch.Tensor, M: torch.Tensor, reg: float, tol: float, max_iter: int
+) -> BatchedResult:
     """``k`` separate solves of :func:`precond.ot.sinkhorn` (each absorbs on its own)."""
-    from precond.ot.sinkhorn import sinkhorn  # noqa: PLC0415 (sinkhorn2 imports this module)
-
     fs, gs, errs, iters, conv = [], [], [], 0, True
     for k in range(b.shape[1]):
         res = sinkhorn(a, b[:, k], M, reg, tol=tol, max_iter=max_iter, dtype=M.dtype, warn=False)

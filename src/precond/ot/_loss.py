@@ -7,12 +7,14 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from precond.ot._autograd import SinkhornValue, entropic_value, plan_of
 from precond.ot._batched import batched_sinkhorn, check_batched
 from precond.ot._validate import check_count, check_positive
 from precond.ot.result import ConvergenceWarning
+from precond.ot.sinkhorn import METHODS, sinkhorn
 
 OBJECTIVES = ("linear", "entropic")
 
@@ -38,8 +40,6 @@ def is_multi(b: Any) -> bool:
     """Whether ``b`` holds several target histograms as columns (``[m, k]``, ``k ≥ 2``)."""
     shape = getattr(b, "shape", None)
     if shape is None and b is not None and not isinstance(b, (int, float)):
-        import numpy as np  # noqa: PLC0415
-
         shape = np.shape(b)
     return shape is not None and len(shape) == 2 and shape[1] >= 2
 
@@ -55,8 +55,6 @@ def solve_values(
     **kwargs: Any,
 ) -> Values:
     """Solve and return the objective values (``batched=None``: several histograms iff ``b`` is ``[m, k≥2]``)."""
-    from precond.ot.sinkhorn import METHODS, sinkhorn  # noqa: PLC0415 (sinkhorn.sinkhorn2 imports this module)
-
     if objective not in OBJECTIVES:
         raise ValueError(f"`objective` must be one of {OBJECTIVES}, got {objective!r}")
     if batched is None:
@@ -108,8 +106,7 @@ def attach_grad(a: Any, b: Any, M: Any, objective: str, out: Values) -> torch.Te
         tensors[2] = _cost_matrix(M, out.f)
     ta, tb, tm = tensors
     assert tm is not None
-    return SinkhornValue.apply(ta, tb, tm, out.f, out.g, out.reg, objective, out.values)  # type: ignore[no-any-return]
-
+    return SinkhornValue.apply(ta, tb, tm, out.f, out.g, out.reg, objective, out.values)
 
 
 def sinkhorn2(a: Any, b: Any, M: Any, reg: float, method: str = "sinkhorn", **kwargs: Any) -> Any:

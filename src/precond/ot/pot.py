@@ -2,7 +2,7 @@
 
 >>> from precond.ot import pot
 >>> P = pot.sinkhorn(a, b, M, reg, method="sinkhorn_stabilized", numItermax=1000, stopThr=1e-9)  # doctest: +SKIP
->>> P.sum(0)                                  # a NumPy array for NumPy input, a tensor for torch input  # doctest: +SKIP
+>>> P.sum(0)  # a NumPy array for NumPy input, a tensor for torch input  # doctest: +SKIP
 
 Differences from POT, all deliberate:
 
@@ -136,7 +136,9 @@ def _batched(a: Any, b: Any, M: Any, reg: float, method: str, opts: dict, log: b
         _print([float(e) for e in values.history])
     res = out(attach_grad(a, b, M, "linear", values))
     if log:
-        return res, _log_dict(values.f, values.g, values.reg, [float(e) for e in values.history], values.iterations, out)
+        return res, _log_dict(
+            values.f, values.g, values.reg, [float(e) for e in values.history], values.iterations, out
+        )
     return res
 
 

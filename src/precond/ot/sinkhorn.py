@@ -253,6 +253,6 @@ def sinkhorn2(a: Any, b: Any, M: Any, reg: float, method: str = "sinkhorn", **kw
     potentials, by the envelope theorem (``"entropic"``) or implicit differentiation (``"linear"``), see
     :mod:`precond.ot._autograd` for the formulas and the ``(a, b)`` gauge convention.
     """
-    from precond.ot._loss import sinkhorn2 as value  # noqa: PLC0415 (_loss imports this module)
+    from precond.ot._loss import sinkhorn2 as value  # local: _loss imports this module
 
     return value(a, b, M, reg, method=method, **kwargs)
