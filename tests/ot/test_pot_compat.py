@@ -219,3 +219,11 @@ def test_multi_column_b_bad_input() -> None:
         sinkhorn2(a, B, M, 0.05, epsilon_scaling=True)
     with pytest.warns(ConvergenceWarning, match="3 histograms"):
         sinkhorn2(a, B, M, 0.01, max_iter=3)
+
+
+def test_multi_column_b_with_epsilon_scaling_name() -> None:
+    a, b, M = _problem()
+    B = _targets(b)
+    expected = [sinkhorn2(a, B[:, k], M, 0.05, tol=1e-13) for k in range(3)]
+    values = pot.sinkhorn2(a, B, M, 0.05, method="sinkhorn_epsilon_scaling", stopThr=1e-13)
+    np.testing.assert_allclose(values, expected, rtol=1e-10)

@@ -13,7 +13,8 @@ Differences from POT, all deliberate:
   ``stopInnerThr``) are accepted and ignored; precond's own options (``keep``, ``dtype``, …) pass through.
 * The log holds the union of the keys of POT's solvers (``u``, ``v``, ``log_u``, ``log_v``, ``logu``, ``logv``,
   ``alpha``, ``beta``, ``warmstart``, ``err``, ``niter``, ``n_iter``); potentials are unique only up to
-  ``(log_u + c, log_v − c)``, so they may differ from POT's by that constant.
+  ``(log_u + c, log_v − c)``, so they may differ from POT's by that constant.  ``niter`` is precond's count of
+  iterations done (POT's is the index of its last iteration), ``err`` precond's error at each iteration.
 * :func:`sinkhorn2` is differentiable for torch inputs at the optimum (no unrolled iterations, see
   :mod:`precond.ot._autograd`); the plan of :func:`sinkhorn` is not (it is returned detached, with a warning).
 * ``warmstart`` is not supported (a ``ValueError``).
@@ -131,6 +132,7 @@ def _multi(b: Any) -> bool:
 
 def _batched(a: Any, b: Any, M: Any, reg: float, method: str, opts: dict, log: bool, verbose: bool) -> Any:
     out = _Output(a, b, M)
+    opts = {k: v for k, v in opts.items() if k != "epsilon_scaling"}  # a warm start only: same problem, same answer
     values: Values = solve_values(a, b, M, reg, method=method, batched=True, **opts)
     if verbose:
         _print([float(e) for e in values.history])
