@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -22,6 +24,10 @@ class OTResult:
 
     All tensors are torch tensors on the device of the input cost matrix, in the solver's dtype (float64
     unless float32 was asked for), whatever the input type (NumPy or torch).
+
+    Array behaviour: the result *is* the plan for NumPy (``np.asarray(res)``, ``np.sum(res, 0)``, ``res @ x``
+    via NumPy all see ``plan``, through the ``__array__`` protocol); everything else is an attribute.  For
+    plain arrays in and out (POT's ``P = ot.sinkhorn(...)``), use :mod:`precond.ot.pot`.
 
     Attributes:
         plan: dense transport plan ``P`` ``[n, m]``, ``P_ij = exp((f_i + g_j − M_ij) / reg)``.
@@ -73,3 +79,10 @@ class OTResult:
     absorptions: int = 0
     status: str = "converged"
     b_scale: float = 1.0
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        """The plan as a NumPy array (NumPy's array protocol; ``copy`` as in NumPy 2)."""
+        out = self.plan.detach().cpu().numpy()
+        if dtype is not None:
+            out = out.astype(dtype, copy=False)
+        return out.copy() if copy else out

@@ -291,6 +291,18 @@ def _cost(plan: torch.Tensor, cost: torch.Tensor) -> float:
     return value
 
 
-def sinkhorn2(a: Any, b: Any, M: Any, reg: float, method: str = "sinkhorn", **kwargs: Any) -> float:
-    """Transport cost ``⟨P, M⟩`` of :func:`sinkhorn`'s plan (POT's ``sinkhorn2`` value); same arguments."""
-    return sinkhorn(a, b, M, reg, method=method, **kwargs).cost
+def sinkhorn2(a: Any, b: Any, M: Any, reg: float, method: str = "sinkhorn", **kwargs: Any) -> Any:
+    """Entropic-OT value: ``⟨P, M⟩`` of :func:`sinkhorn`'s plan (POT's ``sinkhorn2`` value); same arguments, plus:
+
+    * ``b`` of shape ``[m, k]`` (``k ≥ 2``): ``k`` target histograms solved together (POT's multi-column ``b``,
+      :mod:`precond.ot._batched`); returns the ``k`` values.  Options: ``tol``, ``max_iter``, ``dtype``, ``warn``.
+    * ``objective="entropic"``: return ``⟨P, M⟩ + reg Σ P log P`` instead (``ot.solve``'s ``value``).
+
+    Returns a float (``[k]`` NumPy array) for NumPy/list inputs; a 0-d (``[k]``) tensor in ``M``'s dtype if any
+    input is a torch tensor, differentiable in every input that requires grad: exact gradients at the optimal
+    potentials, by the envelope theorem (``"entropic"``) or implicit differentiation (``"linear"``), see
+    :mod:`precond.ot._autograd` for the formulas and the ``(a, b)`` gauge convention.
+    """
+    from precond.ot._loss import sinkhorn2 as value  # local: _loss imports this module
+
+    return value(a, b, M, reg, method=method, **kwargs)
