@@ -17,11 +17,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 
 from precond.ot._scaling import absorb_bound
-from precond.ot._validate import MASS_RTOL, _as_tensor, infer_dtype
+from precond.ot._validate import check_problem
 from precond.ot.sinkhorn import sinkhorn
 
 
@@ -42,63 +41,8 @@ class BatchedResult:
 def check_batched(
     a: Any, b: Any, M: Any, reg: Any, dtype: torch.dtype | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
-    """Validate ``(a, b, M, reg)`` with ``b`` of shape ``[m, k]``; ``+inf`` costs are allowed (forbidden pairs).
-
-    Raises:
-        ValueError: naming the argument (shape, sign, finiteness, mass balance, infeasible ``+inf`` pattern).
-    """
-    if M is None:
-        raise ValueError("`M` (cost matrix) is required")
-    m_t = _as_tensor(M, "M")
-    if m_t.ndim != 2 or m_t.shape[0] == 0 or m_t.shape[1] == 0:
-        raise ValueError(f"`M` must be a non-empty 2-D cost matrix, got shape {tuple(m_t.shape)}")
-    if not (m_t.is_floating_point() or m_t.dtype in (torch.int32, torch.int64, torch.int16, torch.int8)):
-        raise ValueError(f"`M` must hold real numbers, got dtype {m_t.dtype}")
-    dt = infer_dtype(m_t, dtype)
-    m_t = m_t.to(dtype=dt)
-    if bool(torch.isnan(m_t).any()) or bool((m_t == -math.inf).any()):
-        raise ValueError("`M` contains NaN or -inf entries (+inf marks a forbidden pair and is allowed)")
-    n, m = m_t.shape
-    if a is None or (not isinstance(a, torch.Tensor) and np.size(a) == 0):
-        a_t = torch.full((n,), 1.0 / n, dtype=dt, device=m_t.device)
-    else:
-        a_t = _as_tensor(a, "a").to(dtype=dt, device=m_t.device)
-        if a_t.ndim == 2 and a_t.shape[1] == 1:
-            a_t = a_t[:, 0]
-    b_t = _as_tensor(b, "b").to(dtype=dt, device=m_t.device)
-    if a_t.ndim != 1 or a_t.shape[0] != n:
-        raise ValueError(f"`a` must have shape ({n},) to match the rows of `M`, got {tuple(a_t.shape)}")
-    if b_t.ndim != 2 or b_t.shape[0] != m or b_t.shape[1] == 0:
-        raise ValueError(f"`b` must have shape ({m}, k) (k target histograms as columns), got {tuple(b_t.shape)}")
-    for name, w in (("a", a_t), ("b", b_t)):
-        if not bool(torch.isfinite(w).all()):
-            raise ValueError(f"`{name}` contains NaN or inf entries")
-        if bool((w < 0).any()):
-            raise ValueError(f"`{name}` has negative weights")
-    sa = float(a_t.sum())
-    if sa <= 0:
-        raise ValueError("`a` must have positive total mass")
-    sb = b_t.sum(0)
-    bad = (sb - sa).abs() > MASS_RTOL * torch.clamp(sb, min=sa)
-    if bool(bad.any()):
-        k = int(torch.nonzero(bad)[0])
-        raise ValueError(
-            f"every column of `b` must have the mass of `a` (balanced OT): sum(a)={sa!r}, "
-            f"sum(b[:, {k}])={float(sb[k])!r}"
-        )
-    finite = torch.isfinite(m_t)
-    rows = torch.nonzero((a_t > 0) & ~finite.any(1)).flatten()
-    if rows.numel():
-        raise ValueError(f"`M` row {int(rows[0])} is +inf everywhere but a[{int(rows[0])}] > 0: no feasible plan")
-    cols = torch.nonzero((b_t > 0).any(1) & ~finite.any(0)).flatten()
-    if cols.numel():
-        raise ValueError(f"`M` column {int(cols[0])} is +inf everywhere but `b` has mass there: no feasible plan")
-    if isinstance(reg, bool) or not isinstance(reg, (int, float, np.floating, np.integer)):
-        raise ValueError(f"`reg` must be a positive real number, got {reg!r}")
-    reg = float(reg)
-    if not math.isfinite(reg) or reg <= 0:
-        raise ValueError(f"`reg` must be a positive finite number, got {reg!r}")
-    return a_t, b_t, m_t, reg
+    """:func:`precond.ot._validate.check_problem` with ``b`` of shape ``[m, k]``."""
+    return check_problem(a, b, M, reg, dtype, columns=True)
 
 
 def _safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ import torch
 
 from precond.ot._autograd import SinkhornValue, entropic_value, plan_of
 from precond.ot._batched import batched_sinkhorn, check_batched
-from precond.ot._validate import check_count, check_positive
+from precond.ot._validate import check_count, check_positive, default_tol
 from precond.ot.result import ConvergenceWarning
 from precond.ot.sinkhorn import METHODS, sinkhorn
 
@@ -72,10 +72,14 @@ def solve_values(
     unknown = sorted(set(kwargs) - set(BATCHED_OPTIONS))
     if unknown:
         raise ValueError(f"option(s) {unknown} are not supported with several target histograms (`b` of shape [m, k])")
-    tol, max_iter = kwargs.get("tol", 1e-9), kwargs.get("max_iter", 100_000)
-    check_positive(tol, "tol")
-    check_count(max_iter, "max_iter", minimum=0)
+    tol, max_iter = kwargs.get("tol"), kwargs.get("max_iter", 100_000)
+    max_iter = check_count(max_iter, "max_iter", minimum=0)
     a_t, b_t, m_t, reg = check_batched(a, b, M, reg, kwargs.get("dtype"))
+    mass = float(a_t.sum(dtype=torch.float64))
+    tol = default_tol(m_t.dtype, mass) if tol is None else check_positive(tol, "tol")
+    # As in :func:`precond.ot.sinkhorn`: remove the mass mismatch the check lets through (float32 normalization),
+    # else the marginal error could never fall below it.
+    b_t = b_t * (mass / b_t.sum(0, dtype=torch.float64)).to(b_t.dtype)
     out = batched_sinkhorn(a_t, b_t, m_t, reg, tol, max_iter)
     values = out.costs
     if objective == "entropic":

@@ -94,9 +94,12 @@ def check_real(value: Any, name: str) -> float:
 
 
 def check_problem(
-    a: Any, b: Any, M: Any, reg: Any, dtype: torch.dtype | None = None
+    a: Any, b: Any, M: Any, reg: Any, dtype: torch.dtype | None = None, *, columns: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     """Validate and convert ``(a, b, M, reg)``; empty or ``None`` weights become uniform.
+
+    With ``columns=True``, ``b`` is ``[m, k]``: ``k`` target histograms (POT's multi-column ``b``), each of
+    ``a``'s mass.
 
     ``M`` may hold ``+inf`` (forbidden pairs) as long as every point with mass can reach one with mass.  The
     masses must agree within ``MASS_RTOL``; :func:`balance` then removes what is left of the mismatch.
@@ -122,28 +125,41 @@ def check_problem(
     n, m = m_t.shape
     weights = []
     for name, w, size in (("a", a, n), ("b", b, m)):
-        if w is None or (w.numel() == 0 if isinstance(w, torch.Tensor) else np.size(w) == 0):
+        several = columns and name == "b"
+        if not several and (w is None or (w.numel() == 0 if isinstance(w, torch.Tensor) else np.size(w) == 0)):
             weights.append(torch.full((size,), 1.0 / size, dtype=dt, device=device))
             continue
         w_t = _as_tensor(w, name).to(dtype=dt, device=device)
-        if w_t.ndim == 2 and w_t.shape[1] == 1:
-            w_t = w_t[:, 0]
-        if w_t.ndim != 1 or w_t.shape[0] != size:
-            side = "rows" if name == "a" else "columns"
-            raise ValueError(f"`{name}` must have shape ({size},) to match the {side} of `M`, got {tuple(w_t.shape)}")
+        if several:
+            if w_t.ndim != 2 or w_t.shape[0] != size or w_t.shape[1] == 0:
+                raise ValueError(
+                    f"`b` must have shape ({size}, k) (k target histograms as columns), got {tuple(w_t.shape)}"
+                )
+        else:
+            if w_t.ndim == 2 and w_t.shape[1] == 1:
+                w_t = w_t[:, 0]
+            if w_t.ndim != 1 or w_t.shape[0] != size:
+                side = "rows" if name == "a" else "columns"
+                raise ValueError(
+                    f"`{name}` must have shape ({size},) to match the {side} of `M`, got {tuple(w_t.shape)}"
+                )
         if not bool(torch.isfinite(w_t).all()):
             raise ValueError(f"`{name}` contains NaN or inf entries")
         if bool((w_t < 0).any()):
             raise ValueError(f"`{name}` has negative weights")
-        if float(w_t.sum()) <= 0:
+        if bool((w_t.sum(0) <= 0).any()):
             raise ValueError(f"`{name}` must have positive total mass")
         weights.append(w_t)
     a_t, b_t = weights
-    sa, sb = float(a_t.sum(dtype=torch.float64)), float(b_t.sum(dtype=torch.float64))
-    if abs(sa - sb) > MASS_RTOL * max(sa, sb):
-        raise ValueError(f"`a` and `b` must have the same total mass (balanced OT), got sum(a)={sa!r}, sum(b)={sb!r}")
+    sa = float(a_t.sum(dtype=torch.float64))
+    for k, sb in enumerate(b_t.sum(0, dtype=torch.float64).reshape(-1).tolist()):
+        if abs(sa - sb) > MASS_RTOL * max(sa, sb):
+            which = f"b[:, {k}]" if columns else "b"
+            raise ValueError(
+                f"`a` and `{which}` must have the same total mass (balanced OT), got sum(a)={sa!r}, sum({which})={sb!r}"
+            )
     if has_inf:
-        _check_support(a_t, b_t, m_t)
+        _check_support(a_t, b_t if b_t.ndim == 1 else b_t.amax(1), m_t)
     reg = check_real(reg, "reg")
     if not math.isfinite(reg) or reg <= 0:
         raise ValueError(f"`reg` must be a positive finite number, got {reg!r}")
