@@ -36,15 +36,21 @@ def _registry_group_keys() -> tuple[tuple[str, frozenset[str]], ...]:
     return tuple(out)
 
 
+def _best_fit(keys: set[str]) -> tuple[str, frozenset[str]] | None:
+    fits = [(len(k), name, k) for name, k in _registry_group_keys() if k <= keys]
+    return max(fits)[1:] if fits else None
+
+
 def guess_source(keys: set[str]) -> str | None:
     """The registry optimizer whose param groups have the most keys, all of them among ``keys``, if any."""
-    fits = [(len(k), name) for name, k in _registry_group_keys() if k <= keys]
-    return max(fits)[1] if fits else None
+    fit = _best_fit(keys)
+    return fit[0] if fit else None
 
 
 def check_state_dict(optimizer: torch.optim.Optimizer, state_dict: Any) -> None:
-    """``TypeError`` unless ``state_dict`` looks like an optimizer's ``state_dict()``; ``ValueError`` naming the
-    missing hyperparameters (and the optimizer it looks saved by) if a param group lacks one of ``optimizer``'s.
+    """``TypeError`` unless ``state_dict`` looks like an optimizer's ``state_dict()``; ``ValueError`` if a param
+    group lacks one of ``optimizer``'s hyperparameters, or has those of the registry optimizer it fits best
+    that ``optimizer`` does not have (AdamW's groups hold all of Lion's keys and more), naming both.
 
     Keys in ``optimizer.optional_group_keys`` (newer hyperparameters) may be missing: the caller fills them.
     """
@@ -54,16 +60,25 @@ def check_state_dict(optimizer: torch.optim.Optimizer, state_dict: Any) -> None:
             f"{name}.load_state_dict: expected the dict returned by an optimizer's state_dict() (keys 'state' and "
             f"'param_groups'), got {type(state_dict).__name__}"
         )
-    required = set(optimizer.defaults) - set(getattr(optimizer, "optional_group_keys", ()))
+    own = set(optimizer.defaults)
+    required = own - set(getattr(optimizer, "optional_group_keys", ()))
     for i, group in enumerate(state_dict["param_groups"]):
-        missing = sorted(required - set(group))
-        if not missing:
-            continue
         keys = set(group) - NEUTRAL_GROUP_KEYS
-        source = guess_source(keys)
-        origin = f"looks like the state of {source!r}" if source else "was saved by another optimizer"
+        missing = sorted(required - keys)
+        fit = _best_fit(keys)
+        alien = sorted(fit[1] - own) if fit else []
+        if not (missing or alien):
+            continue
+        origin = f"looks like the state of {fit[0]!r}" if fit else "was saved by another optimizer"
+        why = []
+        if missing:
+            why.append(
+                f"lacks {name}'s hyperparameter{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}"
+            )
+        if alien:
+            why.append(f"has {', '.join(map(repr, alien))}, which {name} does not have")
         raise ValueError(
-            f"{name}.load_state_dict: param group {i} of this state dict {origin}, not {name}'s: it lacks "
-            f"{name}'s hyperparameter{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} (its keys: "
-            f"{', '.join(sorted(keys))}).  Load a state dict saved by {name}, or start {name} from fresh state."
+            f"{name}.load_state_dict: param group {i} of this state dict {origin}, not {name}'s: it "
+            f"{' and '.join(why)} (its keys: {', '.join(sorted(keys))}).  Load a state dict saved by {name}, or "
+            f"start {name} from fresh state."
         )
