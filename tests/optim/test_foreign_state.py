@@ -83,5 +83,5 @@ def test_unknown_source_is_called_another_optimizer():
     opt = create("muon", _model())
     saved = opt.state_dict()
     saved["param_groups"] = [{"params": g["params"], "rho": 0.5} for g in saved["param_groups"]]
-    with pytest.raises(ValueError, match="saved by another optimizer.*'use_muon'"):
+    with pytest.raises(ValueError, match=r"saved by another optimizer.*'use_muon'"):
         opt.load_state_dict(saved)
