@@ -14,7 +14,7 @@ from torch import nn
 
 from precond.linalg import newton_schulz
 from precond.optim import Muon, create, muon_step_
-from precond.optim.muon import aux_adam_lr, param_groups_of, uses_muon
+from precond.optim.muon import AUTO_ADAM_LR_RATIO, aux_adam_lr, param_groups_of, update_scale, uses_muon
 
 COEFFS = (3.4445, -4.7750, 2.0315)
 
@@ -332,6 +332,16 @@ def test_effective_learning_rates_of_both_parts(kwargs, muon_lr, adam_lr, factor
             torch.testing.assert_close(ours["blocks.0.weight"] - w0, expected, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(ours["blocks.0.bias"], adam_ref[0], atol=1e-7, rtol=1e-6)
     torch.testing.assert_close(ours["wte.weight"], adam_ref[1], atol=1e-7, rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(96, 24), (24, 96), (48, 48)])
+def test_the_derivation_of_the_default_ratio(shape):
+    """AUTO_ADAM_LR_RATIO's argument: a shape-scaled NS update has RMS ≈ 1/sqrt(fan_in), AdamW's ≈ 0.2, so the
+    RMS-matched ratio is 5/sqrt(fan_in) — 0.2 at fan_in 625."""
+    g = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    rms = float((update_scale(*shape, "shape") * newton_schulz(g)).square().mean().sqrt())
+    assert rms == pytest.approx(1 / math.sqrt(shape[1]), rel=0.2)
+    assert 5 / math.sqrt(625) == AUTO_ADAM_LR_RATIO["shape"]
 
 
 def test_lr_scheduler_schedules_the_aux_adamw_with_the_default_ratio():

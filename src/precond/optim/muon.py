@@ -29,10 +29,10 @@ SCALES = ("shape", "match_adamw", "none")
 
 #: ``adam_lr_ratio=None`` (the default) per ``scale``.  ``"match_adamw"``: ``1`` — Moonshot's recipe (arXiv
 #: 2502.16982): Muon's updates have AdamW's RMS, so one lr serves both parts.  ``"shape"``/``"none"``: ``0.2``.
-#: AdamW's update RMS is ~0.2·lr (Moonshot §2.2) and a shape-scaled Muon update of a fan-in ``n`` matrix has RMS
-#: ``lr/sqrt(n)``, so the RMS-matched ratio is ``5/sqrt(n)``; 0.2 is that at ``n ≈ 600`` (GPT-2 small's 768: 0.18,
-#: a 128-wide model: 0.44).  The previous fixed default, KellerJordan/Muon's aux Adam (3e-4 at lr 0.02, ratio
-#: 0.015), moved embeddings and heads ~10× slower than the matrices.
+#: AdamW's update RMS is 0.2-0.4·lr (Moonshot's 0.2 factor) and a shape-scaled Muon update of a fan-in ``n``
+#: matrix (singular values ≈ 1) has RMS ``lr/sqrt(n)``, so the RMS-matched ratio is ``5/sqrt(n)``; 0.2 is that at
+#: ``n ≈ 600`` (GPT-2 small's 768: 0.18, a 128-wide model: 0.44).  The previous fixed default, KellerJordan/Muon's
+#: aux Adam (3e-4 at lr 0.02, ratio 0.015), moved embeddings and heads >= 10× slower than the matrices.
 AUTO_ADAM_LR_RATIO = {"shape": 0.2, "none": 0.2, "match_adamw": 1.0}
 
 #: Class names of modules whose weight is stored ``[in, out]`` (``y = x @ W + b``), transposed from
