@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import io
 import math
+import warnings
 
 import pytest
 import torch
@@ -12,8 +13,8 @@ import torch.optim._muon as torch_muon
 from torch import nn
 
 from precond.linalg import newton_schulz
-from precond.optim import Muon, muon_step_
-from precond.optim.muon import uses_muon
+from precond.optim import Muon, create, muon_step_
+from precond.optim.muon import AUTO_ADAM_LR_RATIO, aux_adam_lr, param_groups_of, update_scale, uses_muon
 
 COEFFS = (3.4445, -4.7750, 2.0315)
 
@@ -256,6 +257,182 @@ def test_mixed_named_and_unnamed_params_rejected():
         Muon([("a", a), b])
 
 
+class _Norms(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ln = nn.LayerNorm(8)
+        self.scale = nn.Parameter(torch.ones(()))
+
+
+class _EmbeddingsOnly(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.wte = nn.Embedding(10, 4)
+        self.lm_head = nn.Linear(4, 10, bias=False)
+
+
+@pytest.mark.parametrize(
+    "make_params",
+    [
+        lambda: _Norms().named_parameters(),  # only 1-D / 0-d params
+        lambda: _Norms().parameters(),
+        lambda: _EmbeddingsOnly().named_parameters(),  # matrices, but all embeddings / heads by name
+        lambda: _Norms(),  # a module
+        lambda: [{"params": [nn.Parameter(torch.zeros(3, 3))], "use_muon": False}],
+    ],
+)
+def test_nothing_routed_to_muon_warns(make_params):
+    with pytest.warns(UserWarning, match="no parameter is routed to Muon.*use_muon=True.*AdamW"):
+        Muon(make_params())
+
+
+def test_a_routed_matrix_does_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Muon(_LM().named_parameters())
+        Muon(_LM())
+        Muon([{"params": list(_Norms().parameters())}, {"params": [nn.Parameter(torch.zeros(3, 3))]}])
+
+
+# ---------------------------------------------------------------------------------------------- learning rates
+@pytest.mark.parametrize(
+    ("kwargs", "muon_lr", "adam_lr", "factor"),
+    [
+        ({}, 0.02, 4e-3, 2.0),  # the defaults: Keller's lr and scale; aux AdamW at 0.2·lr
+        ({"scale": "match_adamw"}, 0.02, 0.02, 0.2 * math.sqrt(32)),  # Moonshot: one lr for both parts
+        ({"scale": "none"}, 0.02, 4e-3, 1.0),
+        ({"lr": 1e-3, "scale": "match_adamw"}, 1e-3, 1e-3, 0.2 * math.sqrt(32)),
+        ({"adam_lr_ratio": 0.015}, 0.02, 3e-4, 2.0),  # KellerJordan/Muon's aux Adam, explicitly
+    ],
+)
+def test_effective_learning_rates_of_both_parts(kwargs, muon_lr, adam_lr, factor):
+    """Oracles: torch.optim.AdamW at ``adam_lr`` for the 1-D / embedding params (five steps); for the matrix,
+    the first step is exactly ``-muon_lr·factor·NS(g)`` (the momentum is a positive multiple of ``g``)."""
+    gen = torch.Generator().manual_seed(0)
+    named = {
+        "blocks.0.weight": torch.randn(32, 8, generator=gen),
+        "blocks.0.bias": torch.randn(32, generator=gen),
+        "wte.weight": torch.randn(10, 8, generator=gen),
+    }
+    ours = {k: v.clone() for k, v in named.items()}
+    adam_ref = [named["blocks.0.bias"].clone(), named["wte.weight"].clone()]
+    opt = Muon(list(ours.items()), **kwargs)
+    ref = torch.optim.AdamW(adam_ref, lr=adam_lr, betas=(0.9, 0.95), eps=1e-10, weight_decay=0.0)
+    assert aux_adam_lr(opt.param_groups[0]) == pytest.approx(adam_lr, rel=1e-12)
+    w0 = named["blocks.0.weight"]
+    for step in range(5):
+        grads = {k: torch.randn(v.shape, generator=gen) for k, v in named.items()}
+        for k, p in ours.items():
+            p.grad = grads[k].clone()
+        adam_ref[0].grad, adam_ref[1].grad = grads["blocks.0.bias"].clone(), grads["wte.weight"].clone()
+        opt.step()
+        ref.step()
+        if step == 0:
+            expected = -muon_lr * factor * newton_schulz(grads["blocks.0.weight"])
+            torch.testing.assert_close(ours["blocks.0.weight"] - w0, expected, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(ours["blocks.0.bias"], adam_ref[0], atol=1e-7, rtol=1e-6)
+    torch.testing.assert_close(ours["wte.weight"], adam_ref[1], atol=1e-7, rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(96, 24), (24, 96), (48, 48)])
+def test_the_derivation_of_the_default_ratio(shape):
+    """AUTO_ADAM_LR_RATIO's argument: a shape-scaled NS update has RMS ≈ 1/sqrt(fan_in), AdamW's ≈ 0.2, so the
+    RMS-matched ratio is 5/sqrt(fan_in) — 0.2 at fan_in 625."""
+    g = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    rms = float((update_scale(*shape, "shape") * newton_schulz(g)).square().mean().sqrt())
+    assert rms == pytest.approx(1 / math.sqrt(shape[1]), rel=0.2)
+    assert 5 / math.sqrt(625) == AUTO_ADAM_LR_RATIO["shape"]
+
+
+def test_lr_scheduler_schedules_the_aux_adamw_with_the_default_ratio():
+    a, b = nn.Parameter(torch.randn(5)), nn.Parameter(torch.randn(5))
+    ref = a.detach().clone()
+    with pytest.warns(UserWarning):
+        opt = Muon([a])
+    theirs = torch.optim.AdamW([b], lr=4e-3, betas=(0.9, 0.95), eps=1e-10, weight_decay=0.0)
+    b.data.copy_(a)
+    scheds = [torch.optim.lr_scheduler.StepLR(o, step_size=1, gamma=0.5) for o in (opt, theirs)]
+    for _ in range(4):
+        g = torch.randn(5)
+        a.grad, b.grad = g.clone(), g.clone()
+        opt.step()
+        theirs.step()
+        for s in scheds:
+            s.step()
+    torch.testing.assert_close(a, b, atol=1e-7, rtol=1e-6)
+    assert (a - ref).abs().max() > 1e-3
+
+
+# ---------------------------------------------------------------------------------------------- [in, out] weights
+class Conv1D(nn.Module):
+    """Hugging Face transformers' GPT-2 ``Conv1D`` as it stores its weight: ``[in, out]``, ``y = x @ W + b``."""
+
+    def __init__(self, nf: int, nx: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(nx, nf) * 0.2)
+        self.bias = nn.Parameter(torch.zeros(nf))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight + self.bias
+
+
+class _GPT2MLP(nn.Module):
+    def __init__(self, layer: type) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        if layer is Conv1D:
+            self.c_fc, self.c_proj = Conv1D(32, 8), Conv1D(8, 32)  # Conv1D(out, in), as transformers orders them
+        else:
+            self.c_fc, self.c_proj = nn.Linear(8, 32), nn.Linear(32, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(torch.tanh(self.c_fc(x)))
+
+
+def _linear_twin(conv: _GPT2MLP) -> _GPT2MLP:
+    twin = _GPT2MLP(nn.Linear)
+    with torch.no_grad():
+        for name in ("c_fc", "c_proj"):
+            getattr(twin, name).weight.copy_(getattr(conv, name).weight.T)
+            getattr(twin, name).bias.copy_(getattr(conv, name).bias)
+    return twin
+
+
+@pytest.mark.parametrize("scale", ["shape", "match_adamw", "none"])
+@pytest.mark.parametrize("build", ["module", "create"])
+def test_conv1d_weights_get_the_scale_of_the_equivalent_linear(scale, build):
+    """GPT-2's Conv1D stores ``[in, out]``; its steps must be the transposes of the nn.Linear twin's (for
+    ``"shape"`` the old code used sqrt(max(1, in/out)) instead of sqrt(max(1, out/in)): a factor 2 here)."""
+    conv = _GPT2MLP(Conv1D)
+    linear = _linear_twin(conv)
+    kw = dict(lr=0.02, scale=scale, weight_decay=0.1, adam_weight_decay=0.1)
+    if build == "module":
+        opt_conv, opt_linear = Muon(conv, **kw), Muon(linear.named_parameters(), **kw)
+    else:
+        opt_conv, opt_linear = create("muon", conv, **kw), create("muon", linear, **kw)
+    data = [(x, torch.tanh(x[:, :8])) for x in torch.randn(4, 16, 8, generator=torch.Generator().manual_seed(2))]
+    _train(conv, opt_conv, data)
+    _train(linear, opt_linear, data)
+    moved = conv.c_fc.weight - _GPT2MLP(Conv1D).c_fc.weight
+    assert moved.abs().max() > 1e-2
+    for name in ("c_fc", "c_proj"):
+        a, b = getattr(conv, name), getattr(linear, name)
+        torch.testing.assert_close(a.weight, b.weight.T, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(a.bias, b.bias, atol=1e-6, rtol=1e-5)
+
+
+def test_param_groups_of_marks_only_conv1d_weights_transposed():
+    model = nn.ModuleDict({"attn": _GPT2MLP(Conv1D), "ln": nn.LayerNorm(8), "head": nn.Linear(8, 4)})
+    groups = param_groups_of(model)
+    assert [g.get("transposed", False) for g in groups] == [False, True]
+    assert [n for n, _ in groups[1]["params"]] == ["attn.c_fc.weight", "attn.c_proj.weight"]
+    assert len(groups[0]["params"]) + 2 == len(list(model.parameters()))
+    opt = Muon(model)
+    assert [g["transposed"] for g in opt.param_groups] == [False, True]
+    assert opt.param_groups[1]["param_names"] == ["attn.c_fc.weight", "attn.c_proj.weight"]
+    assert param_groups_of(nn.Linear(3, 3))[0].get("transposed") is None  # no Conv1D: one plain group
+
+
 # ---------------------------------------------------------------------------------------------- AdamW part
 @pytest.mark.parametrize("nonfinite", ["skip", "raise"])
 def test_non_matrix_params_are_bitwise_torch_adamw(nonfinite):
@@ -264,7 +441,8 @@ def test_non_matrix_params_are_bitwise_torch_adamw(nonfinite):
     ours = [torch.randn(s, generator=gen) for s in shapes]
     theirs = [p.clone() for p in ours]
     hp = dict(lr=3e-3, adam_lr_ratio=1.0, adam_betas=(0.85, 0.99), adam_eps=1e-8, adam_weight_decay=0.05)
-    opt = Muon([{"params": ours[:3]}, {"params": ours[3:], "use_muon": False}], nonfinite=nonfinite, **hp)
+    with pytest.warns(UserWarning, match="no parameter is routed to Muon"):  # AdamW only, on purpose
+        opt = Muon([{"params": ours[:3]}, {"params": ours[3:], "use_muon": False}], nonfinite=nonfinite, **hp)
     ref = torch.optim.AdamW(theirs, lr=3e-3, betas=(0.85, 0.99), eps=1e-8, weight_decay=0.05)
     for _ in range(25):
         for a, b in zip(ours, theirs, strict=True):
@@ -340,6 +518,19 @@ def test_state_dict_round_trip_resumes_bit_identically(dtype):
     for a, b in zip(_snapshot(resumed), expected, strict=True):
         assert a.dtype == dtype
         assert torch.equal(a, b)
+
+
+def test_state_dict_without_the_newer_transposed_key_still_loads():
+    net = _net()
+    opt = Muon(net.named_parameters())
+    _train(net, opt, _data(2))
+    saved = opt.state_dict()
+    for group in saved["param_groups"]:
+        del group["transposed"]  # as saved before the key existed
+    opt2 = Muon(_net().named_parameters())
+    opt2.load_state_dict(saved)
+    assert all(g["transposed"] is False for g in opt2.param_groups)
+    _train(net, opt2, _data(1))
 
 
 # ---------------------------------------------------------------------------------------------- groups, lr
@@ -478,6 +669,7 @@ def test_nonfinite_raise_modifies_nothing():
         ({"eps": -1e-7}, "eps"),
         ({"scale": "x"}, "scale"),
         ({"adam_lr_ratio": -1.0}, "adam_lr_ratio"),
+        ({"adam_lr_ratio": "auto"}, "adam_lr_ratio"),
         ({"adam_betas": (0.9, 1.0)}, "adam_betas"),
         ({"adam_eps": 0.0}, "adam_eps"),
         ({"adam_weight_decay": -1.0}, "adam_weight_decay"),
@@ -492,6 +684,11 @@ def test_bad_arguments_name_the_argument(kwargs, name):
         opt = Muon([w])
         with pytest.raises(ValueError, match=f"param group 1: invalid {name}"):
             opt.add_param_group({"params": [nn.Parameter(torch.zeros(2, 2))], **kwargs})
+
+
+def test_bad_transposed_group_key_names_it():
+    with pytest.raises(ValueError, match="param group 0: invalid transposed"):
+        Muon([{"params": [nn.Parameter(torch.zeros(4, 4))], "transposed": "yes"}])
 
 
 def test_complex_and_sparse_rejected():

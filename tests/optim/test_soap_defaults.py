@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from precond.optim import SOAP
+from tests.optim.reference_soap import ReferenceSOAP
 from tests.problems import batches, mlp, train
 
 
@@ -206,3 +209,75 @@ def test_sync_free_masking_is_bitwise_the_plain_step_when_finite(initialize, ref
 
     for a, b in zip(run(None), run(torch.tensor(True)), strict=True):
         assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------------------------------------- reference=True defaults
+def _reference_signature_defaults() -> dict:
+    """The defaults of the transcription of nikhilvyas/SOAP a1e5535 (the oracle of the parity tests)."""
+    sig = inspect.signature(ReferenceSOAP.__init__)
+    return {n: p.default for n, p in sig.parameters.items() if p.default is not inspect.Parameter.empty}
+
+
+def _settings(opt: SOAP, group: int = 0) -> dict:
+    ref = _reference_signature_defaults()
+    out = {k: opt.param_groups[group][k] for k in ref if k != "data_format"}
+    return {**out, "data_format": opt._data_format, "blocking": opt.param_groups[group]["blocking"]}
+
+
+def test_reference_true_alone_takes_every_reference_default():
+    opt = SOAP([_one_param((3, 3))], reference=True)
+    assert _settings(opt) == {**_reference_signature_defaults(), "blocking": False}  # the reference never blocks
+    assert opt.param_groups[0]["shampoo_beta"] < 0  # i.e. tied to β2, the reference's -1
+
+
+def test_default_mode_keeps_its_own_defaults():
+    opt = SOAP([_one_param((3, 3))])
+    expected = {
+        **_reference_signature_defaults(),
+        "shampoo_beta": 0.95,
+        "max_precond_dim": 1024,
+        "merge_dims": "fan_in",
+        "blocking": True,
+    }
+    assert _settings(opt) == expected
+
+
+@pytest.mark.parametrize("reference", [True, False])
+@pytest.mark.parametrize(
+    "given",
+    [{"max_precond_dim": 64}, {"shampoo_beta": 0.9}, {"shampoo_beta": -1.0}, {"merge_dims": True}, {"blocking": True}],
+)
+def test_explicit_arguments_win_in_both_modes(reference, given):
+    opt = SOAP([_one_param((3, 3))], reference=reference, **given)
+    for k, v in given.items():
+        assert opt.param_groups[0][k] == v
+    others = SOAP([_one_param((3, 3))], reference=reference).param_groups[0]
+    for k in ("shampoo_beta", "max_precond_dim", "merge_dims", "blocking"):
+        if k not in given:
+            assert opt.param_groups[0][k] == others[k]
+
+
+def test_a_group_setting_reference_gets_the_reference_defaults_not_given_to_the_constructor():
+    a, b, c = _one_param((3, 3)), _one_param((3, 3)), _one_param((3, 3))
+    opt = SOAP(
+        [{"params": [a]}, {"params": [b], "reference": True}, {"params": [c], "reference": True, "blocking": None}],
+        max_precond_dim=64,
+    )
+    g0, g1, g2 = opt.param_groups
+    assert (g0["shampoo_beta"], g0["merge_dims"], g0["blocking"], g0["max_precond_dim"]) == (0.95, "fan_in", True, 64)
+    assert (g1["shampoo_beta"], g1["merge_dims"], g1["blocking"], g1["max_precond_dim"]) == (-1.0, False, False, 64)
+    assert g2["blocking"] is False
+    opt.add_param_group({"params": [_one_param((2, 2))], "reference": True})
+    assert opt.param_groups[3]["merge_dims"] is False
+
+
+def test_reference_true_ties_the_factor_ema_to_beta2():
+    """Oracle: the reference's EMA from zero, L = β2·(1 − β2)·g1 g1ᵀ + (1 − β2)·g2 g2ᵀ with β2 = 0.5."""
+    p = _one_param((4, 3))
+    g1, g2 = torch.randn(4, 3), torch.randn(4, 3)
+    opt = SOAP([p], reference=True, betas=(0.9, 0.5))
+    for g in (g1, g2):
+        p.grad = g
+        opt.step()
+    expected = 0.5 * (0.5 * g1 @ g1.T) + 0.5 * g2 @ g2.T
+    torch.testing.assert_close(opt.state[p]["GG"][0][0], expected)

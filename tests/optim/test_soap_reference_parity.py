@@ -35,11 +35,11 @@ def _ours(params, max_precond_dim=10000, merge_dims=False, data_format="channels
     )
 
 
-def _run_pair(make_model, sync: bool, **kw):
+def _run_pair(make_model, sync: bool, make_ours=_ours, steps=STEPS, **kw):
     model_a, model_b = make_model(), make_model()
-    data = batches(model_a, STEPS)
+    data = batches(model_a, steps)
     theirs = ReferenceSOAP(model_a.parameters(), **kw)
-    ours = _ours(model_b.parameters(), **kw)
+    ours = make_ours(model_b.parameters(), **kw)
     first_bases: dict[int, list] = {}
 
     def record_first_basis(i: int) -> None:
@@ -121,3 +121,32 @@ def test_reference_first_call_is_skipped_and_default_is_not():
         train(model, opt, batches(model, 1))
         changed = any(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
         assert changed is moved
+
+
+# ``reference=True`` alone: every argument not given is the reference's default (REF_DEFAULTS above are explicit).
+# Ten calls = nine updates: no refresh yet, so the rank-deficient first factors need only the one basis sync.
+DEFAULTS_CASES = [
+    # a 1100-wide factor: the old defaults (max_precond_dim=1024, blocking=True) cut it into two 550 blocks
+    pytest.param(lambda: mlp((1100, 8, 3)), {}, id="mlp-1100", marks=pytest.mark.slow),
+    # betas given, shampoo_beta not: tied to β2 = 0.99 (the old default was an independent 0.95)
+    pytest.param(lambda: mlp((1100, 8, 3)), {"betas": (0.95, 0.99)}, id="mlp-1100-beta2", marks=pytest.mark.slow),
+    pytest.param(lambda: mlp((10, 16, 12, 6)), {"betas": (0.95, 0.99)}, id="mlp-beta2"),
+    # merge_dims=False: one factor per conv dim (the old default "fan_in" viewed kernels as [out, in·kh·kw])
+    pytest.param(convnet, {}, id="convnet"),
+]
+
+
+@pytest.mark.parametrize(("make_model", "kw"), DEFAULTS_CASES)
+def test_reference_true_alone_matches_the_reference_with_its_defaults(make_model, kw):
+    ref, mine, theirs, ours = _run_pair(
+        make_model, sync=True, make_ours=lambda ps, **k: SOAP(ps, reference=True, **k), steps=10, **kw
+    )
+    _assert_same(ref, mine)
+    assert (ref[-1][0] - make_model()[0].weight).abs().max() > 1e-3  # it moved
+    params = zip(theirs.param_groups[0]["params"], ours.param_groups[0]["params"], strict=True)
+    for pa, pb in params:  # the factor EMAs too (shampoo_beta)
+        for gg_ref, gg in zip(theirs.state[pa]["GG"], ours.state[pb]["GG"][0], strict=True):
+            assert (gg_ref is None) == (gg is None)
+            if gg is not None:
+                scale = gg_ref.abs().max()
+                torch.testing.assert_close(gg / scale, gg_ref / scale, atol=1e-5, rtol=1e-4)

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
+from precond.optim._state_check import check_state_dict
+
 NONFINITE_POLICIES = ("skip", "raise")
 
 
@@ -187,6 +189,7 @@ class PrecondOptimizer(Optimizer):
         return nonfinite_flag([p.grad for p in params if p.grad is not None], self._nonfinite)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        check_state_dict(self, state_dict)  # another optimizer's state: ValueError naming it, not a later KeyError
         originals = original_states(self, state_dict)
         super().load_state_dict(state_dict)
         restore_float32_state(self, originals)

@@ -18,6 +18,7 @@ import torch
 from precond.linalg import BlockLayout, plan_layout
 from precond.optim._buckets import Bucket, Member, allocate, build_buckets
 from precond.optim._common import PrecondOptimizer, check_bool, check_choice, check_int, original_states
+from precond.optim._state_check import check_state_dict
 
 MERGE_RULES = {True: "greedy", False: "none", "greedy": "greedy", "fan_in": "fan_in", "none": "none"}
 LAYOUT_KEYS = ("max_precond_dim", "merge_dims", "blocking", "precondition_1d")
@@ -94,6 +95,7 @@ class FactoredOptimizer(PrecondOptimizer, metaclass=ABCMeta):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # torch casts floating state to the parameter dtype on load; the state here is float32 whatever the
         # parameter dtype, so the buffers are refilled from the caller's original (uncast) tensors.
+        check_state_dict(self, state_dict)  # another optimizer's state: ValueError naming it, not a later KeyError
         originals = original_states(self, state_dict)
         torch.optim.Optimizer.load_state_dict(self, state_dict)
         self._data_format = state_dict.get("data_format", self._data_format)

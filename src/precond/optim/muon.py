@@ -5,10 +5,12 @@ from __future__ import annotations
 import functools
 import math
 import re
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+from torch import nn
 
 from precond.linalg import MUON_COEFFICIENTS, newton_schulz
 from precond.optim._common import (
@@ -24,6 +26,20 @@ from precond.optim._common import (
 )
 
 SCALES = ("shape", "match_adamw", "none")
+
+#: ``adam_lr_ratio=None`` (the default) per ``scale``.  ``"match_adamw"``: ``1`` — Moonshot's recipe (arXiv
+#: 2502.16982): Muon's updates have AdamW's RMS, so one lr serves both parts.  ``"shape"``/``"none"``: ``0.2``.
+#: AdamW's update RMS is 0.2-0.4·lr (Moonshot's 0.2 factor) and a shape-scaled Muon update of a fan-in ``n``
+#: matrix (singular values ≈ 1) has RMS ``lr/sqrt(n)``, so the RMS-matched ratio is ``5/sqrt(n)``; 0.2 is that at
+#: ``n ≈ 600`` (GPT-2 small's 768: 0.18, a 128-wide model: 0.44).  The previous fixed default, KellerJordan/Muon's
+#: aux Adam (3e-4 at lr 0.02, ratio 0.015), moved embeddings and heads >= 10× slower than the matrices.
+AUTO_ADAM_LR_RATIO = {"shape": 0.2, "none": 0.2, "match_adamw": 1.0}
+
+#: Class names of modules whose weight is stored ``[in, out]`` (``y = x @ W + b``), transposed from
+#: ``nn.Linear``: Hugging Face ``transformers``' ``Conv1D`` (GPT-2, OpenAI GPT).  Their weights get
+#: ``transposed=True`` groups from :func:`param_groups_of` (and ``Muon(model)``), so ``scale="shape"`` sees
+#: ``[out, in]``.
+TRANSPOSED_MODULES = ("Conv1D",)
 
 #: Names routed to AdamW by the automatic rule (matched against the dotted parameter name): a component that
 #: contains ``embed`` (``embed``, ``embedding``, ``embed_tokens``, ``tok_embeddings``, ``pos_embed``, ...) or is
@@ -48,6 +64,33 @@ def uses_muon(param: torch.Tensor, name: str | None = None, use_muon: bool | Non
     if use_muon is not None:
         return use_muon
     return param.ndim >= 2 and (name is None or not _looks_like_embedding_or_head(name))
+
+
+def param_groups_of(model: nn.Module) -> list[dict[str, Any]]:
+    """``model``'s named parameters as Muon param groups: the weights of :data:`TRANSPOSED_MODULES` (stored
+    ``[in, out]``) in a group with ``transposed=True``, everything else in one plain group."""
+    flipped_ids = {
+        id(m.weight)
+        for m in model.modules()
+        if type(m).__name__ in TRANSPOSED_MODULES and isinstance(getattr(m, "weight", None), torch.Tensor)
+    }
+    plain: list[tuple[str, torch.Tensor]] = []
+    flipped: list[tuple[str, torch.Tensor]] = []
+    for name, p in model.named_parameters():
+        (flipped if id(p) in flipped_ids else plain).append((name, p))
+    groups: list[dict[str, Any]] = [{"params": plain}] if plain else []
+    if flipped:
+        groups.append({"params": flipped, "transposed": True})
+    return groups
+
+
+def aux_adam_lr(group: dict[str, Any]) -> float:
+    """The learning rate of a Muon param group's AdamW part: ``lr · adam_lr_ratio``, the ratio ``None`` taken
+    from :data:`AUTO_ADAM_LR_RATIO` by the group's ``scale``."""
+    ratio = group["adam_lr_ratio"]
+    if ratio is None:
+        ratio = AUTO_ADAM_LR_RATIO[group["scale"]]
+    return group["lr"] * ratio
 
 
 def _state_dtype(p: torch.Tensor) -> torch.dtype:
@@ -98,6 +141,7 @@ def muon_step_(
     ns_coefficients: tuple[float, float, float] = MUON_COEFFICIENTS,
     eps: float = 1e-7,
     scale: str = "shape",
+    transposed: bool = False,
     keep: torch.Tensor | None = None,
 ) -> None:
     """One Muon step on ``params`` in place (the math of :class:`Muon`, no optimizer bookkeeping).
@@ -110,6 +154,8 @@ def muon_step_(
         u   ← g + momentum·(buf − g)          (nesterov; else u = buf)
         p   ← p·(1 − lr·weight_decay) − lr·scale(rows, cols)·NS(u)
 
+    ``transposed``: the matrices are stored ``[in, out]`` (``x @ W``, GPT-2's ``Conv1D``), so ``scale`` is
+    evaluated on ``(cols, rows)`` (Newton–Schulz commutes with transposition: only the scale depends on it).
     ``keep``: optional 0-d bool tensor; when false the call is a bitwise no-op on params and buffers (the
     gradients may then be non-finite), when true it is bitwise the ``keep=None`` step.  No host sync.
     """
@@ -130,7 +176,8 @@ def muon_step_(
         torch._foreach_copy_(bufs, [b.view(dst.shape) for b, dst in zip(buf.unbind(0), bufs, strict=True)])
         u = g.lerp_(buf, momentum) if nesterov else buf
         update = newton_schulz(u, ns_steps, ns_coefficients, eps)
-        update.mul_(_masked(-lr * update_scale(rows, cols, scale), keep, 0.0, sdt))
+        factor = update_scale(cols, rows, scale) if transposed else update_scale(rows, cols, scale)
+        update.mul_(_masked(-lr * factor, keep, 0.0, sdt))
         updates = [d.view(p.shape) for d, p in zip(update.unbind(0), ps, strict=True)]
         targets = ps if dtype == sdt else [p.to(sdt) for p in ps]  # bf16/fp16: update a float32 copy
         if weight_decay != 0.0:
@@ -229,11 +276,13 @@ class Muon(PrecondOptimizer):
     its Frobenius norm — so the steps are the same, up to the ``eps`` in that normalisation
     (``tests/optim/test_muon.py`` checks both forms).
 
-    **Which parameters get Muon.** ``params`` may be tensors, param-group dicts, or ``(name, tensor)`` pairs
+    **Which parameters get Muon.** ``params`` may be tensors, param-group dicts, ``(name, tensor)`` pairs
     (e.g. ``model.named_parameters()``, as ``torch.optim.Muon`` accepts; names are kept in the group's
-    ``param_names``).  A group's ``use_muon`` decides: ``True`` — Muon for all its params (each needs ``>= 2``
-    dims); ``False`` — AdamW for all; ``None`` (default) — automatic: Muon iff ``p.ndim >= 2`` and, when the
-    name is known, it does not look like an embedding or output head (:data:`AUTO_ADAMW_NAME`: a dotted
+    ``param_names``), or an ``nn.Module`` (its named parameters, :func:`param_groups_of`: weights of modules
+    stored ``[in, out]`` such as GPT-2's ``Conv1D`` get ``transposed=True``; ``precond.optim.create("muon",
+    model)`` passes the module).  A group's ``use_muon`` decides: ``True`` — Muon for all its params (each
+    needs ``>= 2`` dims); ``False`` — AdamW for all; ``None`` (default) — automatic: Muon iff ``p.ndim >= 2``
+    and, when the name is known, it does not look like an embedding or output head (:data:`AUTO_ADAMW_NAME`: a dotted
     component containing ``embed`` or equal to ``wte``/``wpe`` anywhere; ``lm_head``/``head``/``output``/
     ``classifier`` as the module owning the parameter, numeric indices skipped — so ``lm_head.weight``,
     ``output.weight``, ``classifier.6.weight``, ``transformer.wte.weight``, ``model.embed_tokens.weight`` go
@@ -242,7 +291,17 @@ class Muon(PrecondOptimizer):
     parameters or explicit groups.  Everything else — 0-d/1-d params (biases, gains), embeddings, heads — gets
     AdamW with the ``adam_*`` hyperparameters (decoupled weight decay and bias correction as
     ``torch.optim.AdamW``; for float32 params it is bitwise that optimizer).  Params with 3+ dims (conv
-    kernels) are viewed as ``[shape[0], prod(rest)]``.
+    kernels) are viewed as ``[shape[0], prod(rest)]``.  If no parameter at all is routed to Muon (a model of
+    only 1-D params, or only embeddings/heads), the constructor warns: it would silently be AdamW.
+
+    **Learning rates (defaults).**  Muon matrices step at ``lr`` (``0.02``, Keller's) times the ``scale``
+    factor; the AdamW params at :func:`aux_adam_lr` = ``lr · adam_lr_ratio``, the ratio by default
+    (``None``) following ``scale`` (:data:`AUTO_ADAM_LR_RATIO`): ``0.2`` for ``"shape"`` (``4e-3`` at the
+    defaults; it was a fixed ``0.015``, i.e. ``3e-4``, before) and ``1`` for ``"match_adamw"``.  Moonshot's
+    recipe ("Muon is Scalable for LLM Training", arXiv 2502.16982) is ``scale="match_adamw"`` with an
+    AdamW-sized ``lr`` (e.g. ``1e-3``) and ``weight_decay == adam_weight_decay``: one lr and one weight decay
+    for every parameter, as ``create("muon", ...)`` does.  KellerJordan/Muon's own example is
+    ``adam_lr_ratio=0.015``.
 
     Args:
         params: tensors, ``(name, tensor)`` pairs or param groups; every argument below except ``nonfinite``
@@ -257,10 +316,13 @@ class Muon(PrecondOptimizer):
         scale: per-matrix update factor for a ``rows × cols`` view: ``"shape"`` (default, Keller)
             ``max(1, rows/cols)^0.5``; ``"match_adamw"`` (Moonshot, arXiv 2502.16982) ``0.2·sqrt(max(rows,
             cols))``, which gives the update AdamW's RMS so AdamW's lr and weight decay fit; ``"none"`` ``1``.
-        adam_lr_ratio: the AdamW params' learning rate is ``lr · adam_lr_ratio`` (default ``0.015``, i.e.
-            ``3e-4`` at ``lr=0.02``: KellerJordan/Muon's auxiliary Adam).  A ratio rather than a second learning
-            rate, so LR schedulers (which change ``lr``) schedule both parts and ``lr=0`` freezes the group; with
-            ``scale="match_adamw"`` use ``1.0``: one AdamW-like lr for everything (Moonshot's recipe).
+            The shape is the stored ``[shape[0], prod(rest)]`` one; a group with ``transposed=True`` (a group key:
+            its matrices are stored ``[in, out]``, ``y = x @ W``, as GPT-2's ``Conv1D``) uses ``[out, in]``, the
+            ``nn.Linear`` layout the scales are defined for.
+        adam_lr_ratio: the AdamW params' learning rate is ``lr · adam_lr_ratio``; default ``None``: ``0.2``
+            under ``scale="shape"``/``"none"``, ``1`` under ``"match_adamw"`` (see *Learning rates* above).  A
+            ratio rather than a second learning rate, so LR schedulers (which change ``lr``) schedule both parts
+            and ``lr=0`` freezes the group.
         adam_betas, adam_eps, adam_weight_decay: AdamW for the non-Muon params (defaults ``(0.9, 0.95)``,
             ``1e-10`` and ``0``).  ``adam_eps`` must be ``> 0`` (a skipped step divides ``0/eps``).
         nonfinite: ``"skip"`` (default): a step with any non-finite gradient is a bitwise no-op on every param
@@ -274,14 +336,17 @@ class Muon(PrecondOptimizer):
 
     State: Muon params ``momentum_buffer`` (float32, param shape), ``nonfinite_skips``; AdamW params ``step``
     (float32 tensor), ``exp_avg``, ``exp_avg_sq`` (float32), ``nonfinite_skips``.  Float32 state of bf16
-    params stays float32 across ``load_state_dict``.
+    params stays float32 across ``load_state_dict``; a state dict saved by another optimizer (its param groups
+    lack Muon's hyperparameters) raises ``ValueError`` naming it.
     """
 
     optimizer_name = "Muon"
+    #: Group keys a state dict saved before they existed may lack (filled with their default on load).
+    optional_group_keys = ("transposed",)
 
     def __init__(
         self,
-        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, torch.Tensor]],
+        params: nn.Module | Iterable[torch.Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, torch.Tensor]],
         lr: float = 0.02,
         momentum: float = 0.95,
         nesterov: bool = True,
@@ -290,7 +355,7 @@ class Muon(PrecondOptimizer):
         ns_coefficients: tuple[float, float, float] = MUON_COEFFICIENTS,
         eps: float = 1e-7,
         scale: str = "shape",
-        adam_lr_ratio: float = 0.015,
+        adam_lr_ratio: float | None = None,
         adam_betas: tuple[float, float] = (0.9, 0.95),
         adam_eps: float = 1e-10,
         adam_weight_decay: float = 0.0,
@@ -310,8 +375,19 @@ class Muon(PrecondOptimizer):
             adam_eps=adam_eps,
             adam_weight_decay=adam_weight_decay,
             use_muon=None,
+            transposed=False,
         )
+        if isinstance(params, nn.Module):
+            params = param_groups_of(params)
         super().__init__(params, defaults, nonfinite)  # type: ignore[arg-type]
+        if not any(any(self._routes(g, g["params"])) for g in self.param_groups):
+            warnings.warn(
+                "Muon: no parameter is routed to Muon (none has >= 2 dims, or every matrix looks like an "
+                "embedding/head by name), so every parameter runs the auxiliary AdamW at lr·adam_lr_ratio: pass "
+                "the model's weight matrices (or a param group with use_muon=True), or use torch.optim.AdamW",
+                UserWarning,
+                stacklevel=2,
+            )
 
     # ------------------------------------------------------------------ torch.optim plumbing
     def _validate_group(self, group: dict[str, Any], where: str) -> None:
@@ -329,12 +405,14 @@ class Muon(PrecondOptimizer):
             raise ValueError(f"{where}: invalid ns_coefficients={coeffs!r}: must be three finite numbers (a, b, c)")
         check_real(group, "eps", where, low=0.0)
         check_choice(group, "scale", where, SCALES)
-        check_real(group, "adam_lr_ratio", where, low=0.0)
+        if group["adam_lr_ratio"] is not None:
+            check_real(group, "adam_lr_ratio", where, low=0.0)
         check_betas(group, where, name="adam_betas")
         check_real(group, "adam_eps", where, low=0.0, low_open=True)
         check_real(group, "adam_weight_decay", where, low=0.0)
         if group.get("use_muon") not in (None, True, False):
             raise ValueError(f"{where}: invalid use_muon={group['use_muon']!r}: must be True, False or None (auto)")
+        check_bool(group, "transposed", where)
         if group.get("use_muon") is True:
             for p in group.get("params", ()):
                 if isinstance(p, torch.Tensor) and p.ndim < 2:
@@ -353,6 +431,11 @@ class Muon(PrecondOptimizer):
         else:
             param_group = {**param_group, "params": params}
         super().add_param_group(param_group)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)  # refuses another optimizer's state dict (ValueError naming it)
+        for group in self.param_groups:
+            group.setdefault("transposed", False)
 
     def _routes(self, group: dict[str, Any], params: list[torch.Tensor]) -> list[bool]:
         names = group.get("param_names")
@@ -392,6 +475,7 @@ class Muon(PrecondOptimizer):
                     ns_coefficients=tuple(group["ns_coefficients"]),
                     eps=group["eps"],
                     scale=group["scale"],
+                    transposed=group["transposed"],
                     keep=ok,
                 )
             if adam_ps:
@@ -402,7 +486,7 @@ class Muon(PrecondOptimizer):
                     [s["exp_avg"] for s in states],
                     [s["exp_avg_sq"] for s in states],
                     [s["step"] for s in states],
-                    lr=group["lr"] * group["adam_lr_ratio"],
+                    lr=aux_adam_lr(group),
                     betas=tuple(group["adam_betas"]),
                     eps=group["adam_eps"],
                     weight_decay=group["adam_weight_decay"],

@@ -49,7 +49,8 @@ class OptimizerSpec:
             ``lr``, and ``weight_decay`` where decoupled decay matters.
         description: one line on what the optimizer does.
         paper: citation.
-        named_params: the optimizer wants ``(name, tensor)`` pairs (e.g. Muon routes parameters by name).
+        named_params: the optimizer wants ``(name, tensor)`` pairs and takes an ``nn.Module`` itself (Muon
+            routes parameters by name and finds weights stored ``[in, out]`` by module type).
     """
 
     name: str
@@ -215,11 +216,12 @@ def _is_named(item: Any) -> bool:
     return isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
 
 
-def _prepare(params: Any, named: bool) -> list[Any]:
-    """A list the optimizer accepts: a module becomes its (named) parameters; names are stripped from
-    ``(name, tensor)`` pairs (also inside param groups) when the optimizer does not want them."""
+def _prepare(params: Any, named: bool) -> Any:
+    """What the optimizer accepts: a module stays a module for optimizers that want names, else becomes its
+    parameters; names are stripped from ``(name, tensor)`` pairs (also inside param groups) when the optimizer
+    does not want them."""
     if isinstance(params, nn.Module):
-        return list(params.named_parameters() if named else params.parameters())
+        return params if named else list(params.parameters())
     if isinstance(params, torch.Tensor):
         return [params]
     items = list(params) if isinstance(params, Iterable) else [params]
@@ -242,9 +244,9 @@ def create(name: str, params: Any, **hparams: Any) -> torch.optim.Optimizer:
     """Build optimizer ``name`` (case-insensitive) over ``params`` with its spec's defaults, overridden by
     ``hparams``.
 
-    ``params`` may be an ``nn.Module`` (its ``named_parameters()`` for optimizers that want names, else its
-    ``parameters()``), tensors, param-group dicts or ``(name, tensor)`` pairs (names are stripped for optimizers
-    that do not want them).  An unknown ``name`` or hyperparameter raises ``ValueError`` listing what is
+    ``params`` may be an ``nn.Module`` (passed as is to optimizers that want names, else its ``parameters()``),
+    tensors, param-group dicts or ``(name, tensor)`` pairs (names are stripped for optimizers that do not want
+    them).  An unknown ``name`` or hyperparameter raises ``ValueError`` listing what is
     accepted.
     """
     s = spec(name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
+from types import MappingProxyType
 from typing import Any, ClassVar, cast
 
 import torch
@@ -11,6 +12,16 @@ from precond.optim._buckets import Bucket
 from precond.optim._common import check_betas, check_bool, check_int, check_lr, check_real
 from precond.optim._factored import FactoredOptimizer, apply_update, check_layout, grad_blocks
 from precond.optim._soap_math import soap_block_step_
+
+#: The arguments whose default depends on ``reference``: this class's own defaults ...
+IMPROVED_DEFAULTS = MappingProxyType(
+    {"shampoo_beta": 0.95, "max_precond_dim": 1024, "merge_dims": "fan_in", "blocking": True}
+)
+#: ... and the reference's (nikhilvyas/SOAP ``a1e5535``: ``shampoo_beta=-1`` ties it to β2, dims up to 10000
+#: factored, no merging, no blocking).  Every other default is the same in both modes.
+REFERENCE_DEFAULTS = MappingProxyType(
+    {"shampoo_beta": -1.0, "max_precond_dim": 10000, "merge_dims": False, "blocking": False}
+)
 
 
 class SOAP(FactoredOptimizer):
@@ -25,24 +36,26 @@ class SOAP(FactoredOptimizer):
             may be overridden per group.
         lr: learning rate (default ``3e-3``, the paper's).
         betas: Adam ``(β1, β2)`` (default ``(0.95, 0.95)``, the paper's).
-        shampoo_beta: EMA coefficient of the Kronecker factors.  Default ``0.95``, *independent of β2*: tying it
-            to β2 (the reference's ``-1``) makes the factors nearly frozen when β2 is large (0.995-0.999), the
+        shampoo_beta: EMA coefficient of the Kronecker factors; a negative value ties it to β2.  Default
+            (``None``): ``0.95``, *independent of β2* — tying it to β2 (the reference's ``-1``, its default
+            under ``reference=True``) makes the factors nearly frozen when β2 is large (0.995-0.999), the
             failure reported in nikhilvyas/SOAP PR #17; 0.95 is what HeavyBall, NVIDIA and levanter use and the
-            Fantastic-optimizers sweep found 0.9-0.99 flat.  ``None`` (or a negative value) ties it to β2.
+            Fantastic-optimizers sweep found 0.9-0.99 flat.
         eps: added to the denominator (default ``1e-8``).
         weight_decay: decoupled weight decay (default ``0.01``, the reference's).  Applied like
             ``torch.optim.AdamW`` (``p ← p·(1 − lr·wd)`` before the update), so SOAP whose bases are the
             identity *is* AdamW; ``reference=True`` applies it after the update as the reference does.
         precondition_frequency: steps between eigenbasis refreshes (default ``10``).
-        max_precond_dim: largest factor side (default ``1024``).  Larger dims are cut into balanced blocks of at
-            most this size (Distributed Shampoo's block partitioning), each block preconditioned on its own, so
-            embeddings and LM heads keep a preconditioner at bounded cost; ``blocking=False`` leaves such dims
-            unrotated (identity), as the reference does.  ``0`` turns SOAP into AdamW.
+        max_precond_dim: largest factor side (default ``1024``; ``10000`` under ``reference=True``).  Larger
+            dims are cut into balanced blocks of at most this size (Distributed Shampoo's block partitioning),
+            each block preconditioned on its own, so embeddings and LM heads keep a preconditioner at bounded
+            cost; ``blocking=False`` leaves such dims unrotated (identity), as the reference does.  ``0`` turns
+            SOAP into AdamW.
         merge_dims: how tensors with 3+ dims are viewed: ``"fan_in"`` (default) as ``[shape[0], prod(rest)]``
             — conv kernels as ``[out, in·kh·kw]``, one factor per side; ``True``/``"greedy"`` the reference's
             rule (multiply consecutive dims while ≤ ``max_precond_dim``, e.g. ``[8192, 9]`` for
-            ``[128, 64, 3, 3]``); ``False``/``"none"`` one factor per dim.
-        blocking: see ``max_precond_dim`` (default ``True``).
+            ``[128, 64, 3, 3]``); ``False``/``"none"`` one factor per dim (the default under ``reference=True``).
+        blocking: see ``max_precond_dim`` (default ``True``; ``False`` under ``reference=True``).
         precondition_1d: give 1-D parameters a full ``d×d`` factor (default ``False``: 0-d and 1-d parameters
             get plain Adam).
         normalize_grads: divide each block's update by its RMS (reference option).
@@ -51,9 +64,14 @@ class SOAP(FactoredOptimizer):
         correct_bias: Adam bias correction (default ``True``).
         reference: reproduce the reference implementation (nikhilvyas/SOAP ``a1e5535``) exactly: the first
             gradient of a parameter only builds the factors and basis (no update, no weight decay), epsilon is
-            added to ``sqrt(v)`` before bias correction, weight decay comes after the update.  Combine with
-            ``shampoo_beta=None, max_precond_dim=10000, merge_dims=False (or True), blocking=False,
-            weight_decay=0.01`` for the reference's defaults.
+            added to ``sqrt(v)`` before bias correction, weight decay comes after the update.  It also makes
+            every argument not given (``None``) take the reference's default (:data:`REFERENCE_DEFAULTS`):
+            ``shampoo_beta`` tied to β2, ``max_precond_dim=10000``, ``merge_dims=False``, ``blocking=False``;
+            the others (``lr=3e-3``, ``betas=(0.95, 0.95)``, ``eps=1e-8``, ``weight_decay=0.01``,
+            ``precondition_frequency=10``, ``precondition_1d=False``, ``normalize_grads=False``,
+            ``correct_bias=True``, ``data_format="channels_first"``) are the reference's in both modes.
+            Explicit arguments win; a param group setting ``reference`` gets that mode's defaults for the
+            four arguments the constructor was not given.
         nonfinite: policy for non-finite gradients: ``"skip"`` (default) turns the whole step into a no-op —
             parameters, moments, factors and bases bitwise untouched — and counts it in
             ``state[p]["nonfinite_skips"]``.  Ordinary steps do this without a host sync (masked updates that
@@ -92,13 +110,13 @@ class SOAP(FactoredOptimizer):
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
         lr: float = 3e-3,
         betas: tuple[float, float] = (0.95, 0.95),
-        shampoo_beta: float | None = 0.95,
+        shampoo_beta: float | None = None,
         eps: float = 1e-8,
         weight_decay: float = 0.01,
         precondition_frequency: int = 10,
-        max_precond_dim: int = 1024,
-        merge_dims: bool | str = "fan_in",
-        blocking: bool = True,
+        max_precond_dim: int | None = None,
+        merge_dims: bool | str | None = None,
+        blocking: bool | None = None,
         precondition_1d: bool = False,
         normalize_grads: bool = False,
         data_format: str = "channels_first",
@@ -108,16 +126,19 @@ class SOAP(FactoredOptimizer):
         compile: bool = False,
     ) -> None:
         self._compile = bool(compile)
+        moded = dict(
+            shampoo_beta=shampoo_beta, max_precond_dim=max_precond_dim, merge_dims=merge_dims, blocking=blocking
+        )
+        #: the reference-dependent arguments not given: each param group takes them from its own mode
+        self._moded_keys = frozenset(k for k, v in moded.items() if v is None)
+        mode = REFERENCE_DEFAULTS if reference is True else IMPROVED_DEFAULTS
         defaults = dict(
             lr=lr,
             betas=betas,
-            shampoo_beta=shampoo_beta,
             eps=eps,
             weight_decay=weight_decay,
             precondition_frequency=precondition_frequency,
-            max_precond_dim=max_precond_dim,
-            merge_dims=merge_dims,
-            blocking=blocking,
+            **{k: mode[k] if v is None else v for k, v in moded.items()},
             precondition_1d=precondition_1d,
             normalize_grads=normalize_grads,
             correct_bias=correct_bias,
@@ -134,6 +155,17 @@ class SOAP(FactoredOptimizer):
         "nonfinite_skips": torch.int64,
     }
 
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        # the reference-dependent arguments the constructor was not given, and a group's None, follow the
+        # group's own mode
+        mode = REFERENCE_DEFAULTS if param_group.get("reference", self.defaults["reference"]) is True else None
+        fill = {
+            k: v
+            for k, v in (mode or IMPROVED_DEFAULTS).items()
+            if param_group.get(k) is None and (k in param_group or k in self._moded_keys)
+        }
+        super().add_param_group({**param_group, **fill})
+
     def _validate_group(self, group: dict[str, Any], where: str) -> None:
         check_lr(group, where)
         check_betas(group, where)
@@ -141,9 +173,7 @@ class SOAP(FactoredOptimizer):
             isinstance(group["shampoo_beta"], (int, float)) and group["shampoo_beta"] < 1.0
         ):  # NaN fails the comparison
             sb = group["shampoo_beta"]
-            raise ValueError(
-                f"{where}: invalid shampoo_beta={sb!r}: must be in [0, 1), or None / negative to use betas[1]"
-            )
+            raise ValueError(f"{where}: invalid shampoo_beta={sb!r}: must be in [0, 1), or negative to use betas[1]")
         check_real(group, "eps", where, low=0.0, low_open=True)
         check_real(group, "weight_decay", where, low=0.0)
         check_int(group, "precondition_frequency", where, low=1)
