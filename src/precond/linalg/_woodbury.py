@@ -43,15 +43,16 @@ the window (one per batch member) and used by :func:`window_ihvp`.
 ``Gᵀ c``) are in the window dtype (float32 by default, float64 on request); everything ``m×m`` — the Gram ``K``,
 ``M``, its Cholesky factor and the triangular solves — is float64 always (``O(m³)`` work, negligible next to
 ``O(d·m)``).  Measured relative error of :func:`window_ihvp_newest` against a dense float64 solve with the
-same ``λ_eff`` (d = 2000 or 15 000, m = 4…8; tests/linalg/test_woodbury.py):
+same ``λ_eff`` (d = 400…1000, m = 8, λ = 1e-5, |g| ~ 30, three seeds; tests/linalg/test_woodbury.py):
 
-* float32 window, ``ρ ≥ 1e-3``: ≤ 1e-6 on well-conditioned windows, ≤ 3e-5 on ill-conditioned (singular
-  values spanning 1e6), rank-deficient (repeated / dependent rows) and nearly collinear windows
-  (``|δ|/|g|`` down to 1e-6);
-* float32 window, ``ρ = 0``, ``λ = 1e-5``, ``|g| ~ 30``: ~1e-7 when well-conditioned, but 1e-4…1e-1 on
-  ill-conditioned or nearly collinear windows and O(1) on rank-deficient ones — the ``d×m`` products in
-  float32 cannot resolve ``κ(G) ≳ 1e4``; use a float64 window there;
-* float64 window, any ``ρ``: ≤ 1e-8 on all of the above (the oracle's own accuracy for ``ρ = 0``).
+* float32 window, ``ρ = 3e-2`` (M-FAC's default): ≤ 3e-6 on well-conditioned, ill-conditioned (singular values
+  spanning 1e6), rank-deficient (repeated / dependent rows) and nearly collinear (``|δ|/|g|`` down to 1e-6)
+  windows; ``ρ = 1e-3``: ≤ 7e-5 on the same windows;
+* float32 window, ``ρ = 0``: ~2e-7 when well-conditioned, but 1e-3…0.15 on ill-conditioned windows and up to
+  O(1) on rank-deficient or collinear ones — float32 ``d×m`` products cannot resolve ``κ(G) ≳ 1e4`` whatever
+  the precision of the ``m×m`` solve (the pre-fix kernel, float32 throughout, measured the same: 0.13, 2.2, 0.99);
+* float64 window: ≤ 1e-13 with ``ρ ≥ 1e-3``; ``ρ = 0``: ≤ 1e-8, and ≤ 1e-5 on collinear windows, where
+  ``κ(F̂) ~ 1e11`` limits the dense oracle itself.
 
 **Warm-up.**  Before the window is full only ``m_eff = min(added, m)`` rows are filled (they are always the
 leading rows, the ring buffer wraps only once full), and ``F̂`` averages over those: ``1/m_eff``, not ``1/m``,
@@ -65,7 +66,8 @@ one flat parameter vector) that all receive a gradient at each update, so they s
 **Robustness.**  ``M`` is symmetric positive definite in exact arithmetic (``λ > 0``), and its float64
 Cholesky succeeds whenever ``m_eff·λ_eff`` exceeds the rounding of ``K`` (always for ``ρ ≳ 1e-6``).  Where it
 does not (``ρ = 0``, float32 Gram rows, ``|g|² ≫ λ``), :func:`damped_cholesky` adds a growing relative jitter
-``J·I`` and the window then *is* the damped Fisher with ``λ_eff + J/m_eff`` (stored, so :func:`window_ihvp`
+``J·I`` (from ``16·eps·trace/m`` of the window dtype, the rounding of the Gram rows) and the window then *is*
+the damped Fisher with ``λ_eff + J/m_eff`` (stored, so :func:`window_ihvp`
 stays consistent and the step stays the exact inverse of a slightly more damped ``F̂``); a non-finite ``M`` or
 no factor after the last jitter raises ``ValueError`` — a NaN is never produced silently.
 """

@@ -152,10 +152,11 @@ class MFAC(PrecondOptimizer):
         precision: dtype of the window and of its two ``d×m`` products per step: ``"float32"`` (default) or
             ``"float64"`` (twice the window memory).  The ``m×m`` work (Gram, Cholesky, solves) is float64
             always.  Measured relative direction error against a dense float64 solve with the same ``λ_eff``
-            (m ≤ 8): float32 with ``rel_damping ≥ 1e-3``: ≤ 1e-6 for well-conditioned windows and ≤ 3e-5 for
-            ill-conditioned (singular values spanning 1e6), rank-deficient and nearly collinear ones; float32
-            with ``rel_damping = 0`` and ``λ = 1e-5``: 1e-4…1e-1 on ill-conditioned or collinear windows and
-            O(1) on rank-deficient ones (choose float64 there); float64: ≤ 1e-8 on all of these.
+            (m = 8, λ = 1e-5): float32 with the default ``rel_damping = 3e-2``: ≤ 3e-6 on well-conditioned,
+            ill-conditioned (singular values spanning 1e6), rank-deficient and nearly collinear windows (≤ 7e-5
+            with ``1e-3``); float32 with ``rel_damping = 0``: up to 0.15 on ill-conditioned and O(1) on
+            rank-deficient or collinear windows (choose float64 there); float64: ≤ 1e-8 (≤ 1e-5 on collinear
+            windows, the dense oracle's own limit).  See :mod:`precond.linalg._woodbury`.
         nonfinite: ``"skip"`` (default): a step with any non-finite gradient leaves parameters and every
             state tensor (windows included) bitwise untouched and adds one to ``state[p]["nonfinite_skips"]``
             of each parameter with a gradient.  The check syncs with the host once per step (the window update
