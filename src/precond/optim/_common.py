@@ -1,8 +1,9 @@
-"""Plumbing shared by every optimizer of ``precond.optim``: argument checks, the non-finite policy, and
-float32 state that survives ``load_state_dict``.
+"""Plumbing shared by every optimizer of ``precond.optim``: argument checks, the step skeleton, the non-finite
+policy and its masking, float32 state that survives ``load_state_dict``, copies and pickles.
 
 Each optimizer subclasses :class:`PrecondOptimizer`, implements ``_validate_group`` with the ``check_*``
-helpers below, and keeps the math of one step in a module-level function a test can call directly.
+helpers below and ``_step_groups`` (the base's ``step`` calls it with the params that have a gradient and
+the finiteness flag), and keeps the math of one step in a module-level function a test can call directly.
 """
 
 from __future__ import annotations

@@ -193,7 +193,7 @@ class FactoredOptimizer(PrecondOptimizer, metaclass=ABCMeta):
             # Steps that compute a basis/root run eigh/QR anyway; they resolve the finiteness flag on the host,
             # and a skipped one leaves the schedule where it was.  Other steps stay sync-free (masked).
             if not bool(ok):
-                self._count_skip()
+                self._count_host_skip()
                 return
             ok = None
         keep = None if ok is None else ok.to(torch.float32)
@@ -209,7 +209,7 @@ class FactoredOptimizer(PrecondOptimizer, metaclass=ABCMeta):
             for p in params:
                 self.state[p]["calls"] += 1
 
-    def _count_skip(self) -> None:
+    def _count_host_skip(self) -> None:
         assert self._buckets is not None
         for bucket in self._buckets:
             for sl, _ in bucket.runs(lambda m: True if m.param.grad is not None else None):
