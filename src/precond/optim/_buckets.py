@@ -65,12 +65,13 @@ class Bucket:
 def build_buckets(
     groups: list[dict],
     plan: Callable[[torch.Tensor, dict], BlockLayout],
+    include: Callable[[torch.Tensor], bool],
 ) -> list[Bucket]:
-    """Group every trainable parameter's blocks into buckets (deterministic order)."""
+    """Group the blocks of every parameter that ``include`` accepts into buckets (deterministic order)."""
     buckets: dict[tuple, Bucket] = {}
     for gi, group in enumerate(groups):
         for p in group["params"]:
-            if not p.requires_grad:
+            if not include(p):
                 continue
             layout = plan(p, group)
             views = layout.views_into(p.data)

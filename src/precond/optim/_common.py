@@ -1,8 +1,9 @@
-"""Plumbing shared by every optimizer of ``precond.optim``: argument checks, the non-finite policy, and
-float32 state that survives ``load_state_dict``.
+"""Plumbing shared by every optimizer of ``precond.optim``: argument checks, the step skeleton, the non-finite
+policy and its masking, float32 state that survives ``load_state_dict``, copies and pickles.
 
 Each optimizer subclasses :class:`PrecondOptimizer`, implements ``_validate_group`` with the ``check_*``
-helpers below, and keeps the math of one step in a module-level function a test can call directly.
+helpers below and ``_step_groups`` (the base's ``step`` calls it with the params that have a gradient and
+the finiteness flag), and keeps the math of one step in a module-level function a test can call directly.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from itertools import chain
-from typing import Any
+from typing import Any, ClassVar, overload
 
 import torch
 from torch.optim import Optimizer
@@ -106,20 +107,38 @@ def nonfinite_flag(grads: list[torch.Tensor], policy: str) -> torch.Tensor | Non
     return ok
 
 
-def masked_decay(beta: float, keep: torch.Tensor | None) -> float | torch.Tensor:
-    """EMA decay that becomes 1 (state untouched) when ``keep`` is false.
+@overload
+def masked(
+    value: torch.Tensor, keep: torch.Tensor | None, off: float | torch.Tensor, dtype: torch.dtype = ...
+) -> torch.Tensor: ...
+@overload
+def masked(
+    value: float, keep: torch.Tensor | None, off: float | torch.Tensor, dtype: torch.dtype = ...
+) -> float | torch.Tensor: ...
+def masked(
+    value: float | torch.Tensor,
+    keep: torch.Tensor | None,
+    off: float | torch.Tensor,
+    dtype: torch.dtype = torch.float32,
+) -> float | torch.Tensor:
+    """``value`` on a kept step, ``off`` on a skipped one (``keep`` false), without a host sync.
 
-    Selected, not computed (``where`` instead of ``1 - (1 - β)·keep``), so a kept step is bitwise the unmasked
-    one.  With ``keep=None`` (no masking) it is just ``beta``.
+    The one masking primitive of the non-finite skip: ``off=1`` for a decay or multiplier (state untouched),
+    ``off=0`` for a step size, ``off=old`` to select between the new and the old value of a tensor.  Selected,
+    not computed (``where`` instead of ``1 - (1 - β)·keep``), so a kept step is bitwise the unmasked one; a
+    Python ``value`` becomes a 0-d ``dtype`` tensor on ``keep``'s device (float64 state keeps the
+    full-precision constant).  With ``keep=None`` (no masking) it is ``value`` itself.
     """
-    return beta if keep is None else torch.where(keep.bool(), beta, 1.0)
-
-
-def masked_scale(scale: float | torch.Tensor, keep: torch.Tensor | None) -> float | torch.Tensor:
-    """``scale`` where the step is kept, ``0`` where it is skipped (selected, so kept steps are bitwise equal)."""
     if keep is None:
-        return scale
-    return torch.where(keep.bool(), torch.as_tensor(scale, dtype=torch.float32, device=keep.device), 0.0)
+        return value
+    if not isinstance(value, torch.Tensor):
+        value = torch.full((), value, dtype=dtype, device=keep.device)
+    return torch.where(keep.bool(), value, off)
+
+
+def state_dtype(param: torch.Tensor) -> torch.dtype:
+    """float32 for 16-bit (and float32) parameters, float64 for float64 ones: the dtype of floating state."""
+    return torch.promote_types(param.dtype, torch.float32)
 
 
 # ---------------------------------------------------------------------------------------------- the base class
@@ -164,6 +183,63 @@ class PrecondOptimizer(Optimizer):
             )
         super().add_param_group(param_group)
 
+    # ------------------------------------------------------------------ copy / pickle
+    #: Attributes besides torch's ``defaults``/``state``/``param_groups`` that a copy needs (subclasses extend).
+    _copied_attributes: ClassVar[tuple[str, ...]] = ("_nonfinite",)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # torch keeps only defaults, state and param_groups; our settings travel too, so that
+        # ``copy.deepcopy`` and ``pickle`` give an optimizer that steps exactly like this one.
+        return {**super().__getstate__(), **{k: getattr(self, k) for k in self._copied_attributes}}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._after_copy()
+
+    def _after_copy(self) -> None:
+        """Rebuild what is derived from the state (subclasses; default: nothing)."""
+
+    # ------------------------------------------------------------------ the step
+    #: What to tell a caller who wraps ``step`` in ``torch.compile``; ``None`` where that is supported.
+    _compile_hint: ClassVar[str | None] = None
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """Perform one optimization step (``closure`` re-evaluates the model and returns the loss).
+
+        The skeleton every optimizer shares: evaluate ``closure``, collect each group's parameters with a
+        gradient (empty tensors left out: they have nothing to update), check the groups (``_check_step``),
+        return early without gradients, resolve the non-finite policy (:func:`nonfinite_flag`) and hand the
+        groups and the flag to ``_step_groups``.
+        """
+        if self._compile_hint is not None and torch.compiler.is_compiling():
+            raise torch._dynamo.exc.UserError(
+                torch._dynamo.exc.UserErrorType.INVALID_INPUT,
+                f"{self.optimizer_name}.step cannot be traced by torch.compile: {self._compile_hint}",
+            )
+        loss = self._evaluate(closure)
+        groups = [(group, self._grads(group)) for group in self.param_groups]
+        self._check_step(groups)
+        everything = [p for _, params in groups for p in params]
+        if everything:
+            self._step_groups(groups, self._finite_flag(everything))  # "raise" raises before any change
+        return loss
+
+    def _check_step(self, groups: list[tuple[dict[str, Any], list[torch.Tensor]]]) -> None:
+        """Validate (or prepare) the state before a step touches it; ``groups`` as for ``_step_groups``."""
+
+    def _step_groups(self, groups: list[tuple[dict[str, Any], list[torch.Tensor]]], ok: torch.Tensor | None) -> None:
+        """Update every ``(group, params with a gradient)`` pair; ``ok`` is the 0-d finiteness flag of
+        ``nonfinite="skip"`` (a false one must make the step a no-op, preferably masked, without a sync) or
+        ``None``."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _count_skips(counters: list[torch.Tensor], ok: torch.Tensor | None) -> None:
+        """Add one to every ``nonfinite_skips`` counter when the step is skipped (no host sync)."""
+        if ok is not None and counters:
+            torch._foreach_add_(counters, (~ok).to(counters[0].dtype))
+
     @staticmethod
     def _evaluate(closure: Callable[[], float] | None) -> float | None:
         """The loss of ``closure`` (re-evaluated with gradients enabled, as ``step`` runs under ``no_grad``)."""
@@ -173,10 +249,13 @@ class PrecondOptimizer(Optimizer):
             return closure()
 
     def _grads(self, group: dict[str, Any]) -> list[torch.Tensor]:
-        """The params of ``group`` that have a gradient (sparse gradients rejected)."""
+        """The params of ``group`` that have a gradient and at least one entry (sparse gradients rejected).
+
+        ``requires_grad`` is not consulted: like ``torch.optim.AdamW``, a tensor with a ``.grad`` is updated.
+        """
         out = []
         for p in group["params"]:
-            if p.grad is None:
+            if p.grad is None or p.numel() == 0:
                 continue
             if p.grad.is_sparse:
                 raise ValueError(

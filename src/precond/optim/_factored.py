@@ -10,14 +10,14 @@ a subclass supplies the names of its state and the math of one batched step.
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Hashable, Iterable
 from typing import Any, ClassVar
 
 import torch
 
 from precond.linalg import BlockLayout, plan_layout
 from precond.optim._buckets import Bucket, Member, allocate, build_buckets
-from precond.optim._common import PrecondOptimizer, check_bool, check_choice, check_int, original_states
+from precond.optim._common import PrecondOptimizer, check_bool, check_choice, check_int, masked, original_states
 from precond.optim._state_check import check_state_dict
 
 MERGE_RULES = {True: "greedy", False: "none", "greedy": "greedy", "fan_in": "fan_in", "none": "none"}
@@ -87,6 +87,20 @@ class FactoredOptimizer(PrecondOptimizer, metaclass=ABCMeta):
             decay_weights(params, group["lr"] * wd, keep)
 
     # ------------------------------------------------------------------ torch.optim plumbing
+    _copied_attributes: ClassVar[tuple[str, ...]] = (
+        *PrecondOptimizer._copied_attributes,
+        "_data_format",
+        "_layout_keys",
+    )
+    _compile_hint: ClassVar[str | None] = (
+        "call opt.step() uncompiled (its refresh steps run eigh/QR and pick the schedule on the host); "
+        "compile the model instead"
+    )
+
+    def _after_copy(self) -> None:
+        # the copied state holds views into copied buffers; the buckets are rebuilt from it on the next step
+        self._buckets = None
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
         if getattr(self, "_buckets", None) is not None:
@@ -123,7 +137,7 @@ class FactoredOptimizer(PrecondOptimizer, metaclass=ABCMeta):
     def _rebuild(self, loaded: dict[torch.Tensor, dict[str, Any]] | None) -> None:
         """(Re)create the batched buffers, copy existing or loaded state in, point ``self.state`` at views."""
         source = loaded if loaded is not None else {p: dict(s) for p, s in self.state.items()}
-        buckets = build_buckets(self.param_groups, self._plan)
+        buckets = build_buckets(self.param_groups, self._plan, self._has_buffers)
         fresh: dict[torch.Tensor, dict[str, Any]] = {}
         for bucket in buckets:
             moments = self._moment_names(self.param_groups[bucket.group])
@@ -149,6 +163,11 @@ class FactoredOptimizer(PrecondOptimizer, metaclass=ABCMeta):
         self._buckets = buckets
         self._layout_keys = [self._layout_key(g) for g in self.param_groups]
 
+    def _has_buffers(self, p: torch.Tensor) -> bool:
+        """Whether ``p`` gets preconditioner state: not empty, and trainable, holding a gradient (a ``.grad``
+        is updated whatever ``requires_grad`` says, as ``torch.optim.AdamW`` does) or already stateful."""
+        return p.numel() > 0 and (p.requires_grad or p.grad is not None or p in self.state)
+
     def _empty_param_state(self, n_blocks: int, moments: tuple[str, ...]) -> dict[str, Any]:
         state: dict[str, Any] = {"calls": 0}
         for name in (*moments, *self.matrix_kinds, *self.counter_dtypes):
@@ -159,38 +178,29 @@ class FactoredOptimizer(PrecondOptimizer, metaclass=ABCMeta):
         return (*(group[k] for k in LAYOUT_KEYS), self._data_format)
 
     # ------------------------------------------------------------------ the step
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        """Perform one optimization step (``closure`` re-evaluates the model and returns the loss)."""
-        loss = self._evaluate(closure)
-        if self._buckets is None:
-            self._rebuild(None)
-        with_grads: list[list[torch.Tensor]] = []
-        for gi, group in enumerate(self.param_groups):
-            if self._layout_key(group) != self._layout_keys[gi]:
+    def _check_step(self, groups: list[tuple[dict[str, Any], list[torch.Tensor]]]) -> None:
+        for gi, (group, _) in enumerate(groups):
+            if gi < len(self._layout_keys) and self._layout_key(group) != self._layout_keys[gi]:
                 raise ValueError(
                     f"param group {gi}: {', '.join(LAYOUT_KEYS)} and data_format fix the preconditioner's "
                     "shapes and cannot change after the first step; create a new optimizer instead"
                 )
-            params = self._grads(group)
-            if any(p not in self.state for p in params):  # e.g. unfrozen after the buffers were built
-                self._rebuild(None)
-            with_grads.append(params)
-        everything = [p for params in with_grads for p in params]
-        if not everything:
-            return loss
-        ok = self._finite_flag(everything)
-        phases = {p: self._phase(p, g) for g, params in zip(self.param_groups, with_grads, strict=True) for p in params}
+        # first step, after a copy, or a param without state (e.g. unfrozen after the buffers were built)
+        if self._buckets is None or any(p not in self.state for _, params in groups for p in params):
+            self._rebuild(None)
+
+    def _step_groups(self, groups: list[tuple[dict[str, Any], list[torch.Tensor]]], ok: torch.Tensor | None) -> None:
+        phases = {p: self._phase(p, g) for g, params in groups for p in params}
         if ok is not None and any(self._needs_host_check(phase) for phase in phases.values()):
             # Steps that compute a basis/root run eigh/QR anyway; they resolve the finiteness flag on the host,
             # and a skipped one leaves the schedule where it was.  Other steps stay sync-free (masked).
             if not bool(ok):
-                self._count_skip()
-                return loss
+                self._count_host_skip()
+                return
             ok = None
         keep = None if ok is None else ok.to(torch.float32)
         assert self._buckets is not None
-        for gi, (group, params) in enumerate(zip(self.param_groups, with_grads, strict=True)):
+        for gi, (group, params) in enumerate(groups):
             if not params:
                 continue
             self._decay_weights_of(group, params, keep, after=False)
@@ -200,9 +210,8 @@ class FactoredOptimizer(PrecondOptimizer, metaclass=ABCMeta):
             self._decay_weights_of(group, params, keep, after=True)
             for p in params:
                 self.state[p]["calls"] += 1
-        return loss
 
-    def _count_skip(self) -> None:
+    def _count_host_skip(self) -> None:
         assert self._buckets is not None
         for bucket in self._buckets:
             for sl, _ in bucket.runs(lambda m: True if m.param.grad is not None else None):
@@ -253,5 +262,4 @@ def decay_weights(params: list[torch.Tensor], rate: float, keep: torch.Tensor | 
     """``p ← p·(1 − rate)`` for every param (a no-op where ``keep`` is false)."""
     if not params:
         return
-    factor = 1.0 - rate
-    torch._foreach_mul_(params, factor if keep is None else torch.where(keep.bool(), factor, 1.0))
+    torch._foreach_mul_(params, masked(1.0 - rate, keep, 1.0))

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import torch
 
 from precond.linalg import contract_all_but, inverse_root, project
-from precond.optim._adam import adam_direction_
-from precond.optim._common import masked_decay
+from precond.optim._adam import adam_direction_, bias_correction
+from precond.optim._common import masked
 
 GRAFTINGS = ("adam", "adagrad", "sgd", "none")
 _TINY = 1e-30
@@ -66,28 +66,27 @@ def shampoo_block_step_(
     if ok is not None:
         grads = torch.where(ok, grads, 0.0)
     step.add_(1.0 if keep is None else keep.to(step.dtype))
-    t = step.clamp(min=1.0)
     bshape = (-1,) + (1,) * (grads.dim() - 1)
 
     weight = 1.0 if beta2 == 1.0 else 1.0 - beta2
     for i, factor in enumerate(factors):
         if factor is not None:
-            factor.mul_(masked_decay(beta2, keep)).add_(contract_all_but(grads, i), alpha=weight)
+            factor.mul_(masked(beta2, keep, 1.0)).add_(contract_all_but(grads, i), alpha=weight)
     if refresh:
-        bc2 = torch.ones_like(t) if beta2 == 1.0 else 1.0 - beta2**t
+        bc2 = torch.ones_like(step) if beta2 == 1.0 else bias_correction(beta2, step)
         for factor, root in zip(factors, roots, strict=True):
             if factor is not None and root is not None:
                 new, failed = inverse_root(factor / bc2.view(-1, 1, 1), exponent, eps, root)
                 root.copy_(new)
                 fallbacks.add_(failed)
 
-    bc1 = 1.0 - beta1**t
+    bc1 = bias_correction(beta1, step)
     if grafting == "adam":
         assert graft_sq is not None
-        bc2g_sqrt = (1.0 - grafting_beta2**t).sqrt().view(bshape)
+        bc2g_sqrt = bias_correction(grafting_beta2, step).sqrt().view(bshape)
         graft = adam_direction_(exp_avg, graft_sq, grads, keep, bc2g_sqrt, beta1, grafting_beta2, grafting_eps, False)
     else:
-        exp_avg.mul_(masked_decay(beta1, keep)).add_(grads, alpha=1.0 - beta1)
+        exp_avg.mul_(masked(beta1, keep, 1.0)).add_(grads, alpha=1.0 - beta1)
         if grafting == "adagrad":
             assert graft_sq is not None
             graft_sq.addcmul_(grads, grads)
@@ -102,10 +101,7 @@ def shampoo_block_step_(
             direction = direction * ratio.view(bshape)
     else:
         direction = graft
-    scale = -lr / bc1
-    if keep is not None:
-        scale = torch.where(keep.bool(), scale, 0.0)
-    return direction * scale.view(bshape)
+    return direction * masked(-lr / bc1, keep, 0.0).view(bshape)
 
 
 def _block_norm(x: torch.Tensor) -> torch.Tensor:

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import torch
 
 from precond.linalg import contract_all_but, eigh_robust, project, project_back, refresh_eigenbasis
-from precond.optim._adam import adam_direction_, compiled_adam_direction
-from precond.optim._common import masked_decay
+from precond.optim._adam import adam_direction_, bias_correction, compiled_adam_direction
+from precond.optim._common import masked
 
 
 def soap_block_step_(
@@ -61,7 +61,7 @@ def soap_block_step_(
     def accumulate() -> None:
         for factor, gram in zip(factors, grams, strict=True):
             if factor is not None and gram is not None:
-                factor.mul_(masked_decay(shampoo_beta, keep)).add_(gram, alpha=1.0 - shampoo_beta)
+                factor.mul_(masked(shampoo_beta, keep, 1.0)).add_(gram, alpha=1.0 - shampoo_beta)
 
     if initialize:
         accumulate()
@@ -77,9 +77,8 @@ def soap_block_step_(
     step.add_(1.0 if keep is None else keep.to(step.dtype))
     bshape = (-1,) + (1,) * (grads.dim() - 1)
     if correct_bias:
-        t = step.clamp(min=1.0)
-        bc1 = 1.0 - beta1**t
-        bc2_sqrt = (1.0 - beta2**t).sqrt()
+        bc1 = bias_correction(beta1, step)
+        bc2_sqrt = bias_correction(beta2, step).sqrt()
     else:
         bc1 = bc2_sqrt = torch.ones_like(step)
     scale = lr * bc2_sqrt / bc1 if reference else lr / bc1
@@ -89,8 +88,7 @@ def soap_block_step_(
     if normalize_grads:
         rms = update.square().flatten(1).mean(1).sqrt().add_(1e-30)
         scale = scale / rms
-    scale = -scale if keep is None else torch.where(keep.bool(), -scale, 0.0)
-    update.mul_(scale.view(bshape))
+    update.mul_(masked(-scale, keep, 0.0).view(bshape))
 
     if not initialize:
         accumulate()

@@ -12,30 +12,12 @@ and a weight decay 3-10× larger for the same effective ``lr·λ`` (paper §3.2)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 
-from precond.optim._common import PrecondOptimizer, check_betas, check_lr, check_real
-
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
-
-
-def state_dtype(param: torch.Tensor) -> torch.dtype:
-    """float32 for 16-bit (and float32) parameters, the parameter's own dtype for float64."""
-    return torch.float32 if param.dtype in _LOW_PRECISION else param.dtype
-
-
-def _select(ok: torch.Tensor | None, value: float, otherwise: float, dtype: torch.dtype) -> float | torch.Tensor:
-    """``value`` where the step is kept, ``otherwise`` where it is skipped, as a 0-d tensor of ``dtype``.
-
-    Selected (not computed from a 0/1 mask) so a kept step is bitwise the unmasked one; built with ``new_full``
-    on ``ok``'s device, so no host-to-device copy (and no sync).  With ``ok=None`` it is just ``value``.
-    """
-    if ok is None:
-        return value
-    return torch.where(ok, ok.new_full((), value, dtype=dtype), otherwise)
+from precond.optim._common import PrecondOptimizer, check_betas, check_lr, check_real, masked, state_dtype
 
 
 def lion_step_(
@@ -74,14 +56,14 @@ def lion_step_(
     # p ← p·(1 − lr·λ) − lr·u, in the state dtype, rounded once into the parameter
     work = [p if p.dtype == dtype else p.to(dtype) for p in params]
     if weight_decay != 0:
-        torch._foreach_mul_(work, _select(ok, 1.0 - lr * weight_decay, 1.0, dtype))
-    torch._foreach_mul_(u, _select(ok, -lr, 0.0, dtype))
+        torch._foreach_mul_(work, masked(1.0 - lr * weight_decay, ok, 1.0, dtype))
+    torch._foreach_mul_(u, masked(-lr, ok, 0.0, dtype))
     torch._foreach_add_(work, u)
     for p, w in zip(params, work, strict=True):
         if w is not p:
             p.copy_(w)
     # m ← β2·m + (1 − β2)·g
-    torch._foreach_mul_(exp_avgs, _select(ok, beta2, 1.0, dtype))
+    torch._foreach_mul_(exp_avgs, masked(beta2, ok, 1.0, dtype))
     torch._foreach_add_(exp_avgs, g, alpha=1.0 - beta2)
 
 
@@ -132,15 +114,7 @@ class Lion(PrecondOptimizer):
             state["nonfinite_skips"] = torch.zeros((), dtype=torch.int64, device=p.device)
         return state
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        """Perform one optimization step (``closure`` re-evaluates the model and returns the loss)."""
-        loss = self._evaluate(closure)
-        groups = [(group, self._grads(group)) for group in self.param_groups]
-        everything = [p for _, params in groups for p in params]
-        if not everything:
-            return loss
-        ok = self._finite_flag(everything)  # raises (before any change) for nonfinite="raise"
+    def _step_groups(self, groups: list[tuple[dict[str, Any], list[torch.Tensor]]], ok: torch.Tensor | None) -> None:
         for group, params in groups:
             if not params:
                 continue
@@ -162,6 +136,4 @@ class Lion(PrecondOptimizer):
                     weight_decay=group["weight_decay"],
                     ok=ok,
                 )
-                if ok is not None:
-                    torch._foreach_add_([s["nonfinite_skips"] for s in states], (~ok).to(torch.int64))
-        return loss
+                self._count_skips([s["nonfinite_skips"] for s in states], ok)

@@ -8,7 +8,7 @@ NeurIPS 2021, arXiv 2107.03356 — the dense ("global") optimizer of §4/§6, on
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -20,6 +20,8 @@ from precond.optim._common import (
     check_int,
     check_lr,
     check_real,
+    masked,
+    state_dtype,
 )
 
 _PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
@@ -51,6 +53,7 @@ def mfac_step_(
     rel_damping: float = 0.0,
     momentum: float = 0.0,
     weight_decay: float = 0.0,
+    keep: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""One M-FAC step of a parameter group, in place; returns the Cholesky fallback flags of the update.
 
@@ -70,6 +73,10 @@ def mfac_step_(
         p ← p·(1 − lr·wd) − lr·u                         (decoupled weight decay, as torch.optim.AdamW)
 
     computed in float32 (float64 for float64 parameters) and rounded once to the parameter dtype.
+
+    ``keep`` (0-d bool, optional): when false the call leaves params, buffers and the window bitwise untouched
+    (the gradients may then be non-finite); when true it is bitwise the ``keep=None`` step.  The skip itself
+    adds no host sync (masked updates); the window update syncs as :func:`~precond.linalg.window_update_` does.
     """
     blocks, dim = window.grads.shape[0], window.grads.shape[-1]
     numels = [p.numel() for p in params]
@@ -87,21 +94,37 @@ def mfac_step_(
         for g, n in zip(grads, numels, strict=True)
     ]
     flat = torch.nn.functional.pad(torch.cat(pieces), (0, blocks * dim - total)).view(blocks, dim)
-    fallbacks = window_update_(window, flat, damping, rel_damping)
-    direction = window_ihvp_newest(window).to(torch.float32).reshape(-1)[:total]
+    if keep is None:
+        fallbacks = window_update_(window, flat, damping, rel_damping)
+        direction = window_ihvp_newest(window)
+    else:  # update with a zero gradient (finite), precondition, then select the old window back if skipped
+        slot = (window.added % window.grads.shape[-2]).view(1)
+        kept = (window.gram, window.chol, window.added, window.damping)
+        before = (window.grads.index_select(-2, slot), *(t.clone() for t in kept))
+        fallbacks = window_update_(window, torch.where(keep, flat, 0.0), damping, rel_damping) & keep
+        direction = window_ihvp_newest(window)
+        window.grads.index_copy_(-2, slot, masked(window.grads.index_select(-2, slot), keep, before[0]))
+        for now, old in zip(kept, before[1:], strict=True):
+            now.copy_(masked(now, keep, old))
+    direction = direction.to(torch.float32).reshape(-1)[:total]
     for p, g, buf, u in zip(params, grads, momentum_buffers, direction.split(numels), strict=True):
         if g is None:
             continue
         u = u.view_as(p)
         if momentum != 0:
             assert buf is not None
-            u = buf.mul_(momentum).add_(u)
-        wide = torch.promote_types(p.dtype, torch.float32)
-        value = p if p.dtype == wide else p.to(wide)  # the parameter itself when float32/float64
+            if keep is None:
+                u = buf.mul_(momentum).add_(u)
+            else:
+                u = buf.mul(momentum).add_(u)
+                buf.copy_(masked(u, keep, buf))
+        value = p.to(state_dtype(p), copy=keep is not None)  # else the parameter itself when float32/float64
         if weight_decay != 0:
             value.mul_(1.0 - lr * weight_decay)
         value.add_(u, alpha=-lr)
-        if value is not p:
+        if keep is not None:
+            p.copy_(masked(value.to(p.dtype), keep, p))
+        elif value is not p:
             p.copy_(value)  # one rounding to the parameter dtype
     return fallbacks
 
@@ -159,9 +182,9 @@ class MFAC(PrecondOptimizer):
             windows, the dense oracle's own limit).  See :mod:`precond.linalg._woodbury`.
         nonfinite: ``"skip"`` (default): a step with any non-finite gradient leaves parameters and every
             state tensor (windows included) bitwise untouched and adds one to ``state[p]["nonfinite_skips"]``
-            of each parameter with a gradient.  The check syncs with the host once per step (the window update
-            does too: ``O(m³)`` Cholesky with a fallback flag).  ``"raise"``: ``ValueError`` before anything
-            is modified.
+            of each parameter with a gradient.  The skip is masked (the step runs on a zeroed gradient and its
+            results are selected away), so it adds no host sync; the window update has its own (``O(m³)``
+            Cholesky with a fallback flag).  ``"raise"``: ``ValueError`` before anything is modified.
 
     State (plain tensors, so ``state_dict``/``load_state_dict`` round-trip bit-identically; dtypes fixed
     whatever the parameter dtype, kept across ``load_state_dict``):
@@ -217,28 +240,20 @@ class MFAC(PrecondOptimizer):
             check_int(group, "block_size", where, low=1)
         check_choice(group, "precision", where, _PRECISIONS)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        """Perform one optimization step (``closure`` re-evaluates the model and returns the loss)."""
-        loss = self._evaluate(closure)
-        work = [(group, self._grads(group)) for group in self.param_groups]
-        with_grad = [p for _, ps in work for p in ps]
-        if not with_grad:
-            return loss
-        for gi, (group, ps) in enumerate(work):
+    def _check_step(self, groups: list[tuple[dict[str, Any], list[torch.Tensor]]]) -> None:
+        for gi, (group, ps) in enumerate(groups):
             if ps:
                 self._check_window(group, gi)
-        ok = self._finite_flag(with_grad)  # raises for nonfinite="raise"
-        for p in with_grad:
-            self.state[p].setdefault("nonfinite_skips", torch.zeros((), dtype=torch.int64, device=p.device))
-        if ok is not None and not bool(ok):
-            for p in with_grad:
-                self.state[p]["nonfinite_skips"].add_(1)
-            return loss
-        for group, ps in work:
+
+    def _step_groups(self, groups: list[tuple[dict[str, Any], list[torch.Tensor]]], ok: torch.Tensor | None) -> None:
+        counters = []
+        for group, ps in groups:
+            for p in ps:
+                zero = torch.zeros((), dtype=torch.int64, device=p.device)
+                counters.append(self.state[p].setdefault("nonfinite_skips", zero))
             if ps:
-                self._step_group(group)
-        return loss
+                self._step_group(group, ok)
+        self._count_skips(counters, ok)
 
     def _window_shape(self, group: dict[str, Any]) -> tuple[int, int, int]:
         blocks, dim = block_shape(sum(p.numel() for p in group["params"]), group["block_size"])
@@ -257,7 +272,7 @@ class MFAC(PrecondOptimizer):
                 "change after the group's first step; create a new optimizer instead"
             )
 
-    def _step_group(self, group: dict[str, Any]) -> None:
+    def _step_group(self, group: dict[str, Any], ok: torch.Tensor | None) -> None:
         params = group["params"]
         first = self.state[params[0]]
         if "window" not in first:
@@ -282,5 +297,6 @@ class MFAC(PrecondOptimizer):
             rel_damping=group["rel_damping"],
             momentum=momentum,
             weight_decay=group["weight_decay"],
+            keep=ok,
         )
         first["chol_fallbacks"].add_(fallbacks.any().to(torch.int64))

@@ -6,13 +6,14 @@ import functools
 import math
 import re
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
 from precond.linalg import MUON_COEFFICIENTS, newton_schulz
+from precond.optim._adam import adam_denominators, adam_moments_, bias_correction
 from precond.optim._common import (
     PrecondOptimizer,
     check_betas,
@@ -21,8 +22,8 @@ from precond.optim._common import (
     check_int,
     check_lr,
     check_real,
-    masked_decay,
-    masked_scale,
+    masked,
+    state_dtype,
 )
 
 SCALES = ("shape", "match_adamw", "none")
@@ -93,23 +94,6 @@ def aux_adam_lr(group: dict[str, Any]) -> float:
     return group["lr"] * ratio
 
 
-def _state_dtype(p: torch.Tensor) -> torch.dtype:
-    return torch.float64 if p.dtype == torch.float64 else torch.float32
-
-
-def _masked(value: float, keep: torch.Tensor | None, off: float, dtype: torch.dtype) -> float | torch.Tensor:
-    """``value`` on a kept step, ``off`` (1 = untouched decay, 0 = no step) on a skipped one, no host sync.
-
-    float32 uses ``masked_decay``/``masked_scale``; float64 state selects in float64 so that a kept step keeps
-    the full-precision constant (a float32 0-d tensor would round it).
-    """
-    if keep is None:
-        return value
-    if dtype == torch.float32:
-        return masked_decay(value, keep) if off == 1.0 else masked_scale(value, keep)
-    return torch.where(keep, torch.full((), value, dtype=dtype, device=keep.device), off)
-
-
 def update_scale(rows: int, cols: int, scale: str) -> float:
     """Factor applied to ``NS(u)`` of a ``rows × cols`` matrix (see :class:`Muon` ``scale``)."""
     if scale == "shape":
@@ -167,21 +151,21 @@ def muon_step_(
     for ((rows, cols), dtype, _), idx in buckets.items():
         ps = [params[i] for i in idx]
         bufs = [momentum_buffers[i] for i in idx]
-        sdt = _state_dtype(ps[0])
+        sdt = state_dtype(ps[0])
         g = torch.stack([grads[i].reshape(rows, cols) for i in idx]).to(sdt)
         if keep is not None:
             g = torch.where(keep, g, 0.0)  # a skipped step must not see inf/NaN (0·inf = NaN)
         buf = torch.stack([b.reshape(rows, cols) for b in bufs])
-        buf.lerp_(g, _masked(1.0 - momentum, keep, 0.0, sdt))
+        buf.lerp_(g, masked(1.0 - momentum, keep, 0.0, sdt))
         torch._foreach_copy_(bufs, [b.view(dst.shape) for b, dst in zip(buf.unbind(0), bufs, strict=True)])
         u = g.lerp_(buf, momentum) if nesterov else buf
         update = newton_schulz(u, ns_steps, ns_coefficients, eps)
         factor = update_scale(cols, rows, scale) if transposed else update_scale(rows, cols, scale)
-        update.mul_(_masked(-lr * factor, keep, 0.0, sdt))
+        update.mul_(masked(-lr * factor, keep, 0.0, sdt))
         updates = [d.view(p.shape) for d, p in zip(update.unbind(0), ps, strict=True)]
         targets = ps if dtype == sdt else [p.to(sdt) for p in ps]  # bf16/fp16: update a float32 copy
         if weight_decay != 0.0:
-            torch._foreach_mul_(targets, _masked(1.0 - lr * weight_decay, keep, 1.0, sdt))
+            torch._foreach_mul_(targets, masked(1.0 - lr * weight_decay, keep, 1.0, sdt))
         torch._foreach_add_(targets, updates)
         if dtype != sdt:
             torch._foreach_copy_(ps, targets)
@@ -210,8 +194,8 @@ def adamw_step_(
         return
     beta1, beta2 = betas
     sdt = torch.float64 if all(p.dtype == torch.float64 for p in params) else torch.float32
-    if any(_state_dtype(p) != sdt for p in params):
-        groups = [[i for i, p in enumerate(params) if _state_dtype(p) == d] for d in (torch.float32, torch.float64)]
+    if any(state_dtype(p) != sdt for p in params):
+        groups = [[i for i, p in enumerate(params) if state_dtype(p) == d] for d in (torch.float32, torch.float64)]
         for idx in groups:
             adamw_step_(
                 *([seq[i] for i in idx] for seq in (params, grads, exp_avgs, exp_avg_sqs, steps)),
@@ -228,26 +212,15 @@ def adamw_step_(
         torch._foreach_add_(steps, keep.to(steps[0].dtype))
     else:
         torch._foreach_add_(steps, 1.0)
-    # bias corrections in float64 (torch computes them in Python floats); a skipped first step gives 1/0 here,
-    # which the mask selects away.
+    # bias corrections in float64 (torch computes them in Python floats)
     t = torch.stack(steps).to(torch.float64)
-    step_size_neg = (-lr / (1.0 - torch.pow(beta1, t))).to(sdt)
-    bc2_sqrt = (1.0 - torch.pow(beta2, t)).pow(0.5).to(sdt)
-    if keep is not None:
-        step_size_neg = torch.where(keep, step_size_neg, 0.0)
+    step_size_neg = masked((-lr / bias_correction(beta1, t)).to(sdt), keep, 0.0)
+    bc2_sqrt = bias_correction(beta2, t).sqrt().to(sdt)
     targets = [p if p.dtype == sdt else p.to(sdt) for p in params]
     if weight_decay != 0.0:
-        torch._foreach_mul_(targets, _masked(1.0 - lr * weight_decay, keep, 1.0, sdt))
-    weight = _masked(1.0 - beta1, keep, 0.0, sdt)
-    if isinstance(weight, torch.Tensor):
-        torch._foreach_lerp_(exp_avgs, gs, [weight] * len(gs))
-    else:
-        torch._foreach_lerp_(exp_avgs, gs, weight)
-    torch._foreach_mul_(exp_avg_sqs, _masked(beta2, keep, 1.0, sdt))
-    torch._foreach_addcmul_(exp_avg_sqs, gs, gs, value=1.0 - beta2)
-    denom = torch._foreach_sqrt(exp_avg_sqs)
-    torch._foreach_div_(denom, list(bc2_sqrt.unbind(0)))
-    torch._foreach_add_(denom, eps)
+        torch._foreach_mul_(targets, masked(1.0 - lr * weight_decay, keep, 1.0, sdt))
+    adam_moments_(exp_avgs, exp_avg_sqs, gs, keep, beta1, beta2, lerp=True, dtype=sdt)
+    denom = adam_denominators(exp_avg_sqs, list(bc2_sqrt.unbind(0)), eps)
     # p + (−step_size·m)/denom: the order of operations of torch's addcdiv_, so float32 is bitwise AdamW
     numer = torch._foreach_mul(exp_avgs, list(step_size_neg.unbind(0)))
     torch._foreach_div_(numer, denom)
@@ -445,17 +418,9 @@ class Muon(PrecondOptimizer):
         return [uses_muon(p, name_of.get(id(p)), group["use_muon"]) for p in params]
 
     # ------------------------------------------------------------------ the step
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        """Perform one optimization step (``closure`` re-evaluates the model and returns the loss)."""
-        loss = self._evaluate(closure)
-        work = [(group, self._grads(group)) for group in self.param_groups]
-        with_grad = [p for _, ps in work for p in ps]
-        if not with_grad:
-            return loss
-        ok = self._finite_flag(with_grad)  # "raise" raises here, before any state exists or changes
+    def _step_groups(self, groups: list[tuple[dict[str, Any], list[torch.Tensor]]], ok: torch.Tensor | None) -> None:
         counters = []
-        for group, ps in work:
+        for group, ps in groups:
             muon_ps: list[torch.Tensor] = []
             adam_ps: list[torch.Tensor] = []
             for p, route in zip(ps, self._routes(group, ps), strict=True):
@@ -492,9 +457,7 @@ class Muon(PrecondOptimizer):
                     weight_decay=group["adam_weight_decay"],
                     keep=ok,
                 )
-        if ok is not None:
-            torch._foreach_add_(counters, (~ok).to(torch.int64))
-        return loss
+        self._count_skips(counters, ok)
 
     def _init_state(self, p: torch.Tensor, route: bool) -> None:
         state = self.state[p]
@@ -503,7 +466,7 @@ class Muon(PrecondOptimizer):
             return
         if state:  # the routing of this param changed (e.g. use_muon edited): start its new state afresh
             state.clear()
-        zeros = functools.partial(torch.zeros, p.shape, dtype=_state_dtype(p), device=p.device)
+        zeros = functools.partial(torch.zeros, p.shape, dtype=state_dtype(p), device=p.device)
         if route:
             state["momentum_buffer"] = zeros()
         else:

@@ -52,7 +52,8 @@ class Shampoo(FactoredOptimizer):
             ``ValueError`` before touching anything.
 
     Failure handling: a root whose ``eigh`` fails (after a float64 retry) or comes out non-finite keeps the
-    previous root, counted per block and factor in ``state[p]["root_fallbacks"]``.
+    previous root, counted per block and factor in ``state[p]["root_fallbacks"]``.  ``torch.compile(opt.step)``
+    raises an error saying to call ``step`` uncompiled (root steps pick the schedule on the host).
 
     State per parameter (views into batched buffers; lists run over blocks): ``step``, ``calls``,
     ``exp_avg`` (filtered gradient), ``graft_sq`` (Adam/AdaGrad grafting only), ``GG`` (factors) and

@@ -80,7 +80,9 @@ class SOAP(FactoredOptimizer):
             while a skipped ordinary step still counts toward ``precondition_frequency``.  ``"raise"`` raises
             ``ValueError`` before touching anything (one host sync per step).
         compile: run the elementwise Adam part through ``torch.compile`` (fused kernels, same math; the
-            matmuls, QR and ``eigh`` stay eager).  Off by default: the first steps pay the compile time.
+            matmuls, QR and ``eigh`` stay eager).  Off by default: the first steps pay the compile time.  This
+            is the way to compile SOAP: ``torch.compile(opt.step)`` raises an error saying so (the refresh
+            steps choose their schedule and resolve the non-finite flag on the host).
 
     Better than the reference, by default (each tested in ``tests/optim``):
 
@@ -147,6 +149,11 @@ class SOAP(FactoredOptimizer):
         super().__init__(params, defaults, data_format=data_format, nonfinite=nonfinite)
 
     optimizer_name = "SOAP"
+    _copied_attributes: ClassVar[tuple[str, ...]] = (*FactoredOptimizer._copied_attributes, "_compile")
+    _compile_hint: ClassVar[str | None] = (
+        "pass compile=True to SOAP (it compiles the elementwise Adam part; the eigh/QR refreshes stay eager) "
+        "and call opt.step() uncompiled"
+    )
     moment_names: ClassVar[tuple[str, ...]] = ("exp_avg", "exp_avg_sq")
     matrix_kinds: ClassVar[dict[str, str]] = {"GG": "zeros", "Q": "eye"}
     counter_dtypes: ClassVar[dict[str, torch.dtype]] = {
