@@ -72,7 +72,7 @@ def test_python_dash_m_precond_works() -> None:
 
 def _result(optimizer: str, lr: float, seed: int, final: float, curve: list[tuple[int, float, float]]) -> TrialResult:
     spec = TrialSpec.make("quadratic", "tiny", optimizer, {"lr": lr}, seed)
-    return TrialResult(spec, "ok", final, tuple(curve), curve[-1][0], curve[-1][2], 0.001, 1024, 2048, 0)
+    return TrialResult(spec, "ok", final, tuple(curve), curve[-1][0], curve[-1][2], 0.001, 1024, 2048)
 
 
 def test_report_table_headline_and_plot_from_synthetic_results(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -172,7 +173,8 @@ def test_run_trial_matches_closed_form_and_records_curve() -> None:
     assert 0 < result.step_seconds * 20 <= result.train_seconds
     assert result.state_bytes == 0  # momentum-free SGD keeps no state
     assert result.model_bytes == 8  # one float32 weight and its gradient
-    assert result.peak_memory_bytes >= 0
+    c = result.conditions
+    assert c is not None and c.threads == torch.get_num_threads() and c.cpu_count == os.cpu_count()
 
 
 def test_run_trial_counts_adamw_state() -> None:
@@ -244,7 +246,6 @@ def _results() -> list[TrialResult]:
         step_seconds=0.0,
         state_bytes=0,
         model_bytes=0,
-        peak_memory_bytes=0,
         message="ValueError: nope ' \" ; DROP TABLE trials",
     )
     return [ok, diverged, error]
