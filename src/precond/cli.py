@@ -317,19 +317,15 @@ def bench_run(args: argparse.Namespace) -> int:
 def _report_plan(args: argparse.Namespace, given: frozenset[str], store: Any, version: str) -> Any:
     """The plan ``precond bench report`` renders: the latest run recorded by this code version (of the given
     --workload/--preset), the given options on top; for a store without recorded runs, the workload and preset
-    of the latest trial with the options' defaults."""
+    of the latest trial (of the given ones) with the options' defaults."""
     workload = args.workload if "workload" in given else None
     preset = args.preset if "preset" in given else None
     record = store.latest_run(workload, preset, code_version=version) or store.latest_run(workload, preset)
     if record is not None:
         return _plan(args, record.plan, given)
-    latest = store.latest_trial()
-    if latest is not None and workload is None and preset is None:
+    latest = store.latest_trial(workload, preset)
+    if latest is not None:
         args.workload, args.preset = latest.spec.workload, latest.spec.preset
-    elif latest is not None and workload is None:
-        args.workload = latest.spec.workload
-    elif latest is not None and preset is None:
-        args.preset = latest.spec.preset
     return _plan(args)
 
 

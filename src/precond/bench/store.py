@@ -367,10 +367,11 @@ class Store:
             return None
         return RunRecord(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5])
 
-    def latest_trial(self) -> TrialResult | None:
-        """The most recently stored trial, or ``None``."""
+    def latest_trial(self, workload: str | None = None, preset: str | None = None) -> TrialResult | None:
+        """The most recently stored trial (of ``workload``/``preset`` when given), or ``None``."""
+        where, args = _where(workload=workload, preset=preset)
         row = self._conn.execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM trials ORDER BY created_at DESC, rowid DESC LIMIT 1"
+            f"SELECT {', '.join(_COLUMNS)} FROM trials{where} ORDER BY created_at DESC, rowid DESC LIMIT 1", args
         ).fetchone()
         return None if row is None else self._result(row)
 
