@@ -2,7 +2,8 @@
 
 precond bench                          # AdamW vs SOAP vs Muon on the lm workload, quick preset
 precond bench --workload mlp --optimizers adamw,soap,shampoo,muon,lion --seeds 3
-precond bench report                   # re-render table + plot from the database, nothing is trained
+precond bench report                   # re-render the latest run's table + plot from the database, trains nothing
+precond bench --threads 1 run          # options go before or after the action (run is the default action)
 precond bench ot                       # entropic OT: precond.ot vs POT/RegOT to L1 error 1e-8 (quick grid, 3 s)
 precond bench ot --full                # 5 problems × 3 ε at n=2000 and more, 10 s hard budget per method
 precond bench ot --problems gauss --n 2000 --eps 1e-2 --budget 20 --methods "precond sns,POT sinkhorn_log"
