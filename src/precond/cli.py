@@ -277,9 +277,8 @@ def bench_run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     plan = _plan(args)
-    store = _open_store(args.db, write=True)
-    with store:
-        _check_out(args, plan)
+    _check_out(args, plan)
+    with _open_store(args.db, write=True) as store:
         workload = get_workload(plan.workload, plan.preset)
         print(f"workload {workload.name}/{workload.preset}: {workload.description}")
         print(f"data: {workload.data}")

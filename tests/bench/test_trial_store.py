@@ -468,3 +468,17 @@ def test_store_paths_that_cannot_hold_a_file_are_value_errors(tmp_path: Path, ca
     }[case]
     with pytest.raises(ValueError, match=match):
         Store(path)
+
+
+def test_check_writable_refuses_a_read_only_database(tmp_path: Path) -> None:
+    """The probe the CLI runs before training (a read-only file is simulated with SQLite's read-only mode,
+    since file permissions do not stop root)."""
+    path = tmp_path / "b.sqlite"
+    with Store(path) as store:
+        store.check_writable()  # a writable file passes, and the probe leaves no transaction open
+        store.put(_results()[2], "v1")
+        store._conn.close()
+        store._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        with pytest.raises(ValueError, match=r"is not writable .*readonly.*; choose a writable file"):
+            store.check_writable()
+        assert len(store) == 1
