@@ -8,7 +8,7 @@ Writes ``results/ot.json`` and ``results/ot_convergence.png`` (``results/ot_quic
 ``results/ot_quick_convergence.png`` with --quick).  The same benchmark is ``precond bench ot`` (quick grid by
 default, ``--full`` for this one).  Problems, methods and the fairness rules (one child process per method and
 problem, hard time budget, each library's stopping criterion set to imply the target, our L1 error reported)
-are described in :mod:`precond.bench.transport`.
+are described in :mod:`precond.bench.ot`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 # This file is itself named ``ot.py``: keep its folder off the path so that ``import ot`` finds POT.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from precond.bench.transport import main  # noqa: E402
+from precond.bench.ot import main  # noqa: E402
 
 if __name__ == "__main__":
     main(sys.argv[1:], out_default=Path(__file__).parent / "results", prog="benchmarks/ot.py")

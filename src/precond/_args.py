@@ -1,10 +1,13 @@
-"""Argument types shared by the ``precond`` command's parsers: errors name what was expected and what came."""
+"""Argument types and checks shared by the ``precond`` command's parsers: errors name what was expected and what
+came, or the option and the fix."""
 
 from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -31,3 +34,30 @@ def positive_float(text: str) -> float:
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
+
+
+class UsageError(ValueError):
+    """A command-line value that cannot work (e.g. an output folder that is a file); the message names the option
+    and the fix. Commands turn it into a usage error (exit status 2) before any work starts."""
+
+
+def writable_folder(path: Path, option: str, files: Sequence[str] = ()) -> Path:
+    """Create folder ``path`` if missing and check that ``files`` can be written into it; else :class:`UsageError`
+    naming ``option``. Called before a command's work, so that results are never computed and then lost."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {path} is a file, not a folder; name a folder for the results (created if missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise UsageError(
+            f"{option} {path}: cannot write there ({exc.strerror or exc}); choose a writable folder"
+        ) from None
+    for name in files:
+        if (path / name).is_dir():
+            raise UsageError(
+                f"{option} {path}: {path / name} is a folder, the results file cannot replace it; "
+                f"remove it or choose another {option}"
+            )
+    return path

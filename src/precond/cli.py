@@ -2,7 +2,8 @@
 
 precond bench                          # AdamW vs SOAP vs Muon on the lm workload, quick preset
 precond bench --workload mlp --optimizers adamw,soap,shampoo,muon,lion --seeds 3
-precond bench report                   # re-render table + plot from the database, nothing is trained
+precond bench report                   # re-render the latest run's table + plot from the database, trains nothing
+precond bench --threads 1 run          # options go before or after the action (run is the default action)
 precond bench ot                       # entropic OT: precond.ot vs POT/RegOT to L1 error 1e-8 (quick grid, 3 s)
 precond bench ot --full                # 5 problems × 3 ε at n=2000 and more, 10 s hard budget per method
 precond bench ot --problems gauss --n 2000 --eps 1e-2 --budget 20 --methods "precond sns,POT sinkhorn_log"
@@ -13,7 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from precond._args import int_at_least
 DEFAULT_OPTIMIZERS = "adamw,soap,muon"
 positive_int = int_at_least(1)
 DEFAULT_OUT = "precond-bench-results"
+DEFAULT_DB = "precond-bench.sqlite"
 
 
 def _optimizer_list(text: str) -> tuple[str, ...]:
@@ -36,23 +38,67 @@ def _optimizer_list(text: str) -> tuple[str, ...]:
     return names
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+#: Options of ``precond bench`` that its actions share, by ``dest``: each is registered on ``bench`` *and* on the
+#: actions that use it, with ``default=argparse.SUPPRESS`` everywhere, so that a value given before or after the
+#: action is kept (argparse would otherwise let the action's default overwrite the value given before it); the
+#: defaults are filled in after parsing (:func:`_fill_defaults`).
+PLAN_OPTIONS = ("workload", "preset", "optimizers", "baseline", "lr_points", "sweep_wd", "seeds")
+STORE_OPTIONS = ("db", "out")
+RUN_OPTIONS = ("threads", "no_progress")
+#: which shared options each action accepts (``None``: ``precond bench`` without an action = ``run``)
+ACTION_OPTIONS: dict[str, tuple[str, ...]] = {
+    "run": PLAN_OPTIONS + STORE_OPTIONS + RUN_OPTIONS,
+    "report": PLAN_OPTIONS + STORE_OPTIONS,
+    "ot": ("threads", "out"),
+}
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _defaults() -> dict[str, Any]:
+    return {
+        "workload": "lm",
+        "preset": "quick",
+        "optimizers": _optimizer_list(DEFAULT_OPTIMIZERS),
+        "baseline": "adamw",
+        "lr_points": 4,
+        "sweep_wd": False,
+        "seeds": 3,
+        "db": Path(DEFAULT_DB),
+        "out": Path(DEFAULT_OUT),
+        "threads": None,
+        "no_progress": False,
+    }
+
+
+def _shared(parser: argparse.ArgumentParser, dests: Sequence[str]) -> None:
+    """Register the shared options ``dests`` on ``parser``, all with ``default=argparse.SUPPRESS``."""
     from precond.bench.workloads import PRESETS, WORKLOADS
 
-    parser.add_argument("--workload", choices=WORKLOADS, default="lm", help="what to train (default: lm)")
-    parser.add_argument("--preset", choices=PRESETS, default="quick", help="workload size (default: quick)")
-    parser.add_argument(
-        "--optimizers",
-        type=_optimizer_list,
-        default=_optimizer_list(DEFAULT_OPTIMIZERS),
-        help=f"comma-separated registry names (default: {DEFAULT_OPTIMIZERS}); the baseline is added if missing",
-    )
-    parser.add_argument("--baseline", default="adamw", help="optimizer that sets the target loss (default: adamw)")
-    parser.add_argument("--lr-points", type=positive_int, default=4, help="learning rates per optimizer (default 4)")
-    parser.add_argument("--sweep-wd", action="store_true", help="also sweep weight decay (3 points, full grid)")
-    parser.add_argument("--seeds", type=positive_int, default=3, help="seeds of each winner (default 3)")
-    parser.add_argument("--db", type=Path, default=Path("precond-bench.sqlite"), help="results database")
-    parser.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help="folder for the plot and JSON")
+    options: dict[str, tuple[dict[str, Any], str]] = {
+        "workload": ({"choices": WORKLOADS}, "what to train (default: lm; report: the latest run's)"),
+        "preset": ({"choices": PRESETS}, "workload size (default: quick; report: the latest run's)"),
+        "optimizers": (
+            {"type": _optimizer_list},
+            f"comma-separated registry names (default: {DEFAULT_OPTIMIZERS}); the baseline is added if missing",
+        ),
+        "baseline": ({}, "optimizer that sets the target loss (default: adamw)"),
+        "lr_points": ({"type": positive_int}, "learning rates per optimizer (default 4)"),
+        "sweep_wd": ({"action": "store_true"}, "also sweep weight decay (3 points, full grid)"),
+        "seeds": ({"type": positive_int}, "seeds of each winner (default 3)"),
+        "db": ({"type": Path}, f"results database (default {DEFAULT_DB})"),
+        "out": ({"type": Path}, f"folder for the plot and JSON (default {DEFAULT_OUT})"),
+        "threads": (
+            {"type": positive_int},
+            "torch threads (default: all cores; on a shared machine --threads 1 keeps timings stable)",
+        ),
+        "no_progress": ({"action": "store_true"}, "no progress bars"),
+    }
+    for dest in dests:
+        kwargs, text = options[dest]
+        parser.add_argument(_flag(dest), dest=dest, default=argparse.SUPPRESS, help=text, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,17 +108,21 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         help="compare optimizers fairly (tuned, end of training, seeds)",
         description="Tune every optimizer with the same lr sweep and schedule, rerun the winners with several "
-        "seeds, and report speedups to the baseline's final loss. Finished trials are stored in --db and reused.",
+        "seeds, and report speedups to the baseline's final loss. Finished trials are stored in --db and reused. "
+        "Options may be given before or after the action.",
     )
+    _shared(bench, ACTION_OPTIONS["run"])
     actions = bench.add_subparsers(dest="action", metavar="ACTION")
     run = actions.add_parser("run", help="run the comparison (the default action)")
-    report = actions.add_parser("report", help="re-render table and plot from the database (trains nothing)")
-    for p in (bench, run, report):
-        _common(p)
-    for p in (bench, run):
-        p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: all cores)")
-        p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    from precond.bench.transport import add_arguments
+    _shared(run, ACTION_OPTIONS["run"])
+    report = actions.add_parser(
+        "report",
+        help="re-render table and plot from the database (trains nothing)",
+        description="Re-render the table and plot of the latest run in --db (of --workload/--preset when given) "
+        "from its stored trials; options given override that run's settings.",
+    )
+    _shared(report, ACTION_OPTIONS["report"])
+    from precond.bench.ot import add_arguments
 
     ot_parser = actions.add_parser(
         "ot",
@@ -81,25 +131,24 @@ def build_parser() -> argparse.ArgumentParser:
         "method and problem in its own process with the same threads and a hard time budget (killed beyond it). "
         "Quick grid by default (n=500; 3 s budget), --full for the full one (n=2000 and more; 10 s).",
     )
-    add_arguments(ot_parser, quick_default=True, out_default=Path(DEFAULT_OUT))
+    add_arguments(ot_parser, quick_default=True, out_default=Path(DEFAULT_OUT), shared_defaults=False)
     return parser
 
 
-def _plan(args: argparse.Namespace) -> Any:
-    from precond.bench.protocol import Plan
-
-    try:
-        return Plan(
-            workload=args.workload,
-            optimizers=args.optimizers,
-            preset=args.preset,
-            lr_points=args.lr_points,
-            sweep_weight_decay=args.sweep_wd,
-            seeds=args.seeds,
-            baseline=args.baseline,
+def _fill_defaults(parser: argparse.ArgumentParser, args: argparse.Namespace) -> frozenset[str]:
+    """Check that the shared options given suit the action, fill in the defaults of the others; the given ones."""
+    given = frozenset(d for d in ACTION_OPTIONS["run"] if hasattr(args, d))
+    action = args.action or "run"
+    stray = sorted(given - set(ACTION_OPTIONS[action]))
+    if stray:
+        parser.error(
+            f"{', '.join(_flag(d) for d in stray)} does not apply to `precond bench {action}`; "
+            f"it takes {', '.join(_flag(d) for d in ACTION_OPTIONS[action])}"
         )
-    except (ValueError, KeyError) as err:
-        raise SystemExit(f"precond bench: error: {err}") from None
+    for dest, value in _defaults().items():
+        if dest in ACTION_OPTIONS[action] and not hasattr(args, dest):
+            setattr(args, dest, value)
+    return given
 
 
 class _Bars:
@@ -146,8 +195,65 @@ def _planned_trials(plan: Any) -> int:
     return sum(len(plan.sweep_specs(name)) + plan.seeds - 1 for name in plan.optimizers)
 
 
+def _plan(args: argparse.Namespace, base: Mapping[str, Any] | None = None, given: frozenset[str] = frozenset()) -> Any:
+    """The plan the options ask for: ``base`` (a recorded ``Plan.to_dict()``) with the ``given`` options on top,
+    or, without ``base``, every option (given or default)."""
+    from dataclasses import fields
+
+    from precond.bench.protocol import Plan
+
+    names = {f.name for f in fields(Plan)}
+    chosen = {
+        "workload": args.workload,
+        "preset": args.preset,
+        "optimizers": args.optimizers,
+        "baseline": args.baseline,
+        "lr_points": args.lr_points,
+        "sweep_weight_decay": args.sweep_wd,
+        "seeds": args.seeds,
+    }
+    if base is not None:
+        dest = {"sweep_weight_decay": "sweep_wd"}
+        recorded = {k: v for k, v in base.items() if k in names}
+        chosen = {**recorded, **{k: v for k, v in chosen.items() if dest.get(k, k) in given}}
+    try:
+        return Plan(**chosen)
+    except (ValueError, KeyError, TypeError) as err:
+        raise SystemExit(f"precond bench: error: {err}") from None
+
+
+def _open_store(path: Path, *, write: bool) -> Any:
+    """The store at ``--db path``, checked before any work: a clear error if it is a folder, in a missing or
+    unwritable folder, not a precond store, or (``write``) not writable."""
+    from precond.bench.store import SchemaError, Store
+
+    try:
+        store = Store(path)
+    except (ValueError, SchemaError) as err:
+        raise SystemExit(f"precond bench: error: --db {path}: {err}") from None
+    if write:
+        try:
+            store.check_writable()
+        except ValueError as err:
+            store.close()
+            raise SystemExit(f"precond bench: error: --db {path}: {err}") from None
+    return store
+
+
+def _check_out(args: argparse.Namespace, plan: Any) -> None:
+    """``--out`` can take this plan's plot and JSON (created if missing); checked before any training."""
+    from precond._args import UsageError, writable_folder
+
+    stem = f"{plan.workload}-{plan.preset}"
+    try:
+        writable_folder(args.out, "--out", (f"{stem}.png", f"{stem}.json"))
+    except UsageError as err:
+        raise SystemExit(f"precond bench: error: {err}") from None
+
+
 def _render(summary: Any, args: argparse.Namespace) -> None:
     from precond.bench.report import format_table, headline, plot, write_json
+    from precond.bench.versions import OPTIMIZER
 
     print()
     print(format_table(summary))
@@ -156,31 +262,46 @@ def _render(summary: Any, args: argparse.Namespace) -> None:
     stem = f"{summary.plan.workload}-{summary.plan.preset}"
     png = plot(summary, args.out / f"{stem}.png")
     record = write_json(summary, args.out / f"{stem}.json")
-    print(f"\nplot: {png}\nrecord: {record}\ndatabase: {args.db} (rerun the same command to reuse its trials)")
+    print(f"\ncode version {summary.code_version}: {OPTIMIZER.describe()}")
+    print(f"plot: {png}\nrecord: {record}\ndatabase: {args.db} (rerun the same command to reuse its trials)")
 
 
 def bench_run(args: argparse.Namespace) -> int:
     import torch
 
+    from precond.bench.environment import RunConditions
     from precond.bench.protocol import run_plan
-    from precond.bench.store import Store
+    from precond.bench.trial import code_version
     from precond.bench.workloads import get_workload
 
     if args.threads:
         torch.set_num_threads(args.threads)
     plan = _plan(args)
-    workload = get_workload(plan.workload, plan.preset)
-    print(f"workload {workload.name}/{workload.preset}: {workload.description}")
-    print(f"data: {workload.data}")
-    print(
-        f"protocol: {plan.lr_points} learning rates per optimizer over the registry's range, {workload.steps} steps "
-        f"each (warmup {workload.warmup}, cosine decay), best by final validation loss, winners rerun with "
-        f"{plan.seeds} seeds; target = {plan.baseline}'s mean final loss"
-    )
-    bars = _Bars(_planned_trials(plan), enabled=not args.no_progress and sys.stderr.isatty())
-    with Store(args.db) as store:
+    _check_out(args, plan)
+    with _open_store(args.db, write=True) as store:
+        workload = get_workload(plan.workload, plan.preset)
+        print(f"workload {workload.name}/{workload.preset}: {workload.description}")
+        print(f"data: {workload.data}")
+        print(
+            f"protocol: {plan.lr_points} learning rates per optimizer over the registry's range, {workload.steps} "
+            f"steps each (warmup {workload.warmup}, cosine decay), best by final validation loss, winners rerun "
+            f"with {plan.seeds} seeds; target = {plan.baseline}'s mean final loss"
+        )
+        now = RunConditions.now()
+        print(f"machine: {now.describe()}")
+        if now.busy:
+            print(
+                "note: the machine is busy (more runnable threads than cores): wall-clock figures will be inflated "
+                "and vary; on a shared machine --threads 1 keeps them stable",
+                flush=True,
+            )
+        version = code_version()
+        store.add_run(plan.to_dict(), version)
+        bars = _Bars(_planned_trials(plan), enabled=not args.no_progress and sys.stderr.isatty())
         try:
-            summary = run_plan(plan, store, workload=workload, progress=bars.progress, on_result=bars.on_result)
+            summary = run_plan(
+                plan, store, workload=workload, code_version=version, progress=bars.progress, on_result=bars.on_result
+            )
         except KeyboardInterrupt:
             bars.close()
             print(
@@ -193,21 +314,54 @@ def bench_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def bench_report(args: argparse.Namespace) -> int:
+def _report_plan(args: argparse.Namespace, given: frozenset[str], store: Any, version: str) -> Any:
+    """The plan ``precond bench report`` renders: the latest run recorded by this code version (of the given
+    --workload/--preset), the given options on top; for a store without recorded runs, the workload and preset
+    of the latest trial (of the given ones) with the options' defaults."""
+    workload = args.workload if "workload" in given else None
+    preset = args.preset if "preset" in given else None
+    record = store.latest_run(workload, preset, code_version=version) or store.latest_run(workload, preset)
+    if record is not None:
+        return _plan(args, record.plan, given)
+    latest = store.latest_trial(workload, preset)
+    if latest is not None:
+        args.workload, args.preset = latest.spec.workload, latest.spec.preset
+    return _plan(args)
+
+
+def _no_trials(store: Any, db: Path, plan: Any, version: str) -> str:
+    """Why ``report`` has nothing to show for ``plan``, and what to do."""
+    name = f"{plan.workload}/{plan.preset}"
+    contents = store.contents()
+    if not contents:
+        return f"--db {db} holds no trials yet; run `precond bench` first"
+    others = [v for v in store.code_versions(plan.workload, plan.preset) if v != version]
+    if others:
+        return (
+            f"no {name} trials of this code version ({version}) in {db}; it holds {name} trials of other code "
+            f"versions ({', '.join(others)}), computed by other code and never mixed in. Rerun `precond bench "
+            f"--workload {plan.workload} --preset {plan.preset}` to compute them with this code"
+        )
+    held = ", ".join(f"{w}/{p} ({n} trials)" for w, p, n in contents)
+    return (
+        f"no trials for {name} in {db}; it holds {held}. Pass --workload/--preset of one of them, or neither to "
+        "report the latest run"
+    )
+
+
+def bench_report(args: argparse.Namespace, given: frozenset[str]) -> int:
     from precond.bench.protocol import summarize
-    from precond.bench.store import Store
     from precond.bench.trial import code_version
 
     if not args.db.exists():
         raise SystemExit(f"precond bench report: error: --db {args.db} does not exist; run `precond bench` first")
-    plan = _plan(args)
     version = code_version()
-    with Store(args.db) as store:
+    with _open_store(args.db, write=False) as store:
+        plan = _report_plan(args, given, store, version)
+        _check_out(args, plan)
         results = store.results(workload=plan.workload, preset=plan.preset, code_version=version)
         if not results:
-            others = store.code_versions()
-            hint = f" (it holds trials of other code versions: {', '.join(others)})" if others else ""
-            raise SystemExit(f"precond bench report: no trials for {plan.workload}/{plan.preset} in {args.db}{hint}")
+            raise SystemExit(f"precond bench report: {_no_trials(store, args.db, plan, version)}")
     _render(summarize(plan, results, code_version=version), args)
     return 0
 
@@ -215,10 +369,13 @@ def bench_report(args: argparse.Namespace) -> int:
 def bench_ot(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     import shlex
 
-    from precond.bench.transport import run_from_args
+    from precond._args import UsageError
+    from precond.bench.ot import run_from_args
 
     try:
         run_from_args(args, shlex.join(["precond", *(sys.argv[1:] if argv is None else argv)]))
+    except UsageError as err:
+        raise SystemExit(f"precond bench ot: error: {err}") from None
     except KeyboardInterrupt:
         print("\ninterrupted: the running method's process was stopped; nothing was written", file=sys.stderr)
         return 130
@@ -232,10 +389,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     os.environ.setdefault("PYTHONHASHSEED", "0")
+    given = _fill_defaults(parser, args)
     if args.action == "ot":
         return bench_ot(args, argv)
     if args.action == "report":
-        return bench_report(args)
+        return bench_report(args, given)
     return bench_run(args)
 
 

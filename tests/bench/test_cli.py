@@ -72,7 +72,7 @@ def test_python_dash_m_precond_works() -> None:
 
 def _result(optimizer: str, lr: float, seed: int, final: float, curve: list[tuple[int, float, float]]) -> TrialResult:
     spec = TrialSpec.make("quadratic", "tiny", optimizer, {"lr": lr}, seed)
-    return TrialResult(spec, "ok", final, tuple(curve), curve[-1][0], curve[-1][2], 0.001, 1024, 2048, 0)
+    return TrialResult(spec, "ok", final, tuple(curve), curve[-1][0], curve[-1][2], 0.001, 1024, 2048)
 
 
 def test_report_table_headline_and_plot_from_synthetic_results(tmp_path: Path) -> None:
@@ -117,3 +117,204 @@ def test_ctrl_c_keeps_finished_trials_and_the_rerun_resumes(tmp_path: Path, monk
     assert main(args) == 0
     assert capsys.readouterr().out.count("(reused)") == 2  # the 2 finished trials; the other 2 are trained now
     assert sqlite3.connect(db).execute("select count(*) from trials").fetchone() == (4,)
+
+
+# --------------------------------------------------------------------------- issue 11, item 13: CLI structure
+
+from precond.cli import _fill_defaults as fill_defaults  # noqa: E402
+from precond.cli import build_parser  # noqa: E402
+
+#: every shared option of `precond bench` with a non-default value and the parsed value it must give
+SHARED = [
+    ("--workload", "mlp", "workload", "mlp"),
+    ("--preset", "tiny", "preset", "tiny"),
+    ("--optimizers", "soap", "optimizers", ("soap",)),
+    ("--baseline", "sgd", "baseline", "sgd"),
+    ("--lr-points", "2", "lr_points", 2),
+    ("--sweep-wd", None, "sweep_wd", True),
+    ("--seeds", "5", "seeds", 5),
+    ("--db", "other.sqlite", "db", Path("other.sqlite")),
+    ("--out", "elsewhere", "out", Path("elsewhere")),
+    ("--threads", "1", "threads", 1),
+    ("--no-progress", None, "no_progress", True),
+]
+REPORT_OPTIONS = {"workload", "preset", "optimizers", "baseline", "lr_points", "sweep_wd", "seeds", "db", "out"}
+
+
+def _parse(argv: list[str]):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    fill_defaults(parser, args)
+    return args
+
+
+@pytest.mark.parametrize(("flag", "value", "dest", "expected"), SHARED)
+@pytest.mark.parametrize("action", ["run", "report"])
+def test_every_shared_option_works_before_and_after_the_action(flag, value, dest, expected, action) -> None:
+    """`precond bench --optimizers soap run` and `precond bench run --optimizers soap` both mean soap."""
+    if action == "report" and dest not in REPORT_OPTIONS:
+        pytest.skip(f"{flag} does not apply to report")
+    option = [flag] if value is None else [flag, value]
+    default = getattr(_parse(["bench", action]), dest)
+    assert default != expected
+    before = _parse(["bench", *option, action])
+    after = _parse(["bench", action, *option])
+    assert getattr(before, dest) == getattr(after, dest) == expected
+    if action == "run":
+        assert getattr(_parse(["bench", *option]), dest) == expected  # no action: run
+    for other, _, other_dest, _ in SHARED:  # and nothing else changed
+        if other_dest != dest and hasattr(before, other_dest):
+            assert getattr(before, other_dest) == getattr(_parse(["bench", action]), other_dest), other
+
+
+def test_run_options_are_refused_for_report(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--threads", "2", "report"])
+    assert exc.value.code == 2 and "--threads does not apply to `precond bench report`" in capsys.readouterr().err
+
+
+def test_option_before_the_action_is_what_runs(tmp_path: Path, monkeypatch, capsys) -> None:
+    """End to end: the plan given before `run` is the plan trained (was: the defaults)."""
+    import precond.bench.protocol as protocol
+
+    trained: list[str] = []
+    real = protocol.run_trial
+
+    def spy(workload, spec, progress=None):
+        assert spec.workload == "quadratic", f"trained the default workload {spec.workload}"
+        trained.append(spec.optimizer)
+        return real(workload, spec, progress)
+
+    monkeypatch.setattr(protocol, "run_trial", spy)
+    argv = ["bench", "--workload", "quadratic", "--preset", "tiny", "--optimizers", "soap", "--lr-points", "1"]
+    argv += ["--seeds", "1", "--db", str(tmp_path / "b.sqlite"), "--out", str(tmp_path), "run", "--no-progress"]
+    assert main(argv) == 0
+    assert trained == ["adamw", "soap"]  # the baseline is added; not muon
+    assert "workload quadratic/tiny" in capsys.readouterr().out
+
+
+def _tiny_run(tmp_path: Path, *extra: str) -> list[str]:
+    db, out = tmp_path / "bench.sqlite", tmp_path / "out"
+    args = ["bench", "--workload", "quadratic", "--preset", "tiny", "--optimizers", "adamw", "--lr-points", "2"]
+    return [*args, "--seeds", "1", "--db", str(db), "--out", str(out), "--no-progress", *extra]
+
+
+def test_report_without_options_renders_the_latest_run(tmp_path: Path, capsys) -> None:
+    """After `precond bench --preset tiny ...`, a bare `precond bench report` finds that run (was: lm/quick)."""
+    assert main(_tiny_run(tmp_path)) == 0
+    run_table = capsys.readouterr().out.split("\n| optimizer")[1].split("\n\n")[0]
+    (tmp_path / "out" / "quadratic-tiny.json").unlink()
+    assert main(["bench", "report", "--db", str(tmp_path / "bench.sqlite"), "--out", str(tmp_path / "out")]) == 0
+    report = capsys.readouterr().out
+    assert report.split("\n| optimizer")[1].split("\n\n")[0] == run_table
+    assert (tmp_path / "out" / "quadratic-tiny.json").exists()
+    # options given override the recorded plan (the rest stays): soap was never run, adamw's trials are found
+    argv = ["bench", "report", "--optimizers", "adamw,soap", "--db", str(tmp_path / "bench.sqlite")]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    assert "| soap " in table and "missing [0/2 trials]" in table and "baseline" in table
+
+
+def test_report_of_a_store_without_recorded_runs_uses_the_latest_trial(tmp_path: Path, capsys) -> None:
+    from precond.bench.store import Store
+    from precond.bench.trial import code_version
+
+    plan = Plan("quadratic", ("adamw",), preset="tiny", lr_points=1, seeds=1)
+    (lr,) = (p["lr"] for p in plan.grid("adamw"))
+    with Store(tmp_path / "b.sqlite") as store:
+        store.put(_result("adamw", lr, 0, 1.0, [(0, 3.0, 0.0), (20, 1.0, 2.0)]), code_version())
+    argv = ["bench", "report", "--lr-points", "1", "--seeds", "1", "--optimizers", "adamw"]
+    assert main([*argv, "--db", str(tmp_path / "b.sqlite"), "--out", str(tmp_path)]) == 0
+    assert "on quadratic/tiny" in capsys.readouterr().out
+
+
+def test_report_messages_name_what_the_store_holds(tmp_path: Path) -> None:
+    from precond.bench.store import Store
+    from precond.bench.trial import code_version
+
+    db = tmp_path / "b.sqlite"
+    Store(db).close()
+    with pytest.raises(SystemExit, match="holds no trials yet; run `precond bench` first"):
+        main(["bench", "report", "--db", str(db), "--out", str(tmp_path)])
+    with Store(db) as store:
+        store.put(_result("adamw", 0.001, 0, 1.0, [(0, 3.0, 0.0), (20, 1.0, 2.0)]), "0.0.1+old")
+    # only another code version's trials of this workload: say so, and do not list this code version as "other"
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "report", "--db", str(db), "--out", str(tmp_path)])
+    text = str(exc.value.code)
+    assert "no quadratic/tiny trials of this code version" in text and "other code versions (0.0.1+old)" in text
+    assert text.count(code_version()) == 1
+    # trials of this code version, but of another workload than the one asked for
+    with Store(db) as store:
+        store.put(_result("adamw", 0.001, 0, 1.0, [(0, 3.0, 0.0), (20, 1.0, 2.0)]), code_version())
+    with pytest.raises(SystemExit, match=r"no trials for lm/quick in .*; it holds quadratic/tiny \(2 trials\)"):
+        main(["bench", "report", "--workload", "lm", "--db", str(db), "--out", str(tmp_path)])
+
+
+@pytest.fixture
+def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    import precond.bench.protocol as protocol
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a trial was trained although the arguments were invalid")
+
+    monkeypatch.setattr(protocol, "run_trial", refuse)
+
+
+def _bad_paths(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
+    (tmp_path / "a-file").write_text("keep me")
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"not a database at all, just some bytes " * 20)
+    foreign = tmp_path / "foreign.sqlite"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    conn.close()
+    (tmp_path / "d" / "quadratic-tiny.json").mkdir(parents=True)
+    return {
+        "db is a folder": (["--db", str(tmp_path)], r"--db .*: .* is a folder; name a file in it instead"),
+        "db folder missing": (["--db", str(tmp_path / "no" / "b.sqlite")], r"--db .*does not exist; create"),
+        "db parent is a file": (["--db", str(tmp_path / "a-file" / "b.sqlite")], r"--db .*does not exist; create"),
+        "db not sqlite": (["--db", str(junk)], r"--db .*junk.sqlite: .* is not an SQLite database"),
+        "db foreign": (["--db", str(foreign)], r"--db .*is an SQLite database but not a precond bench store"),
+        "out is a file": (["--out", str(tmp_path / "a-file")], r"--out .*a-file is a file, not a folder"),
+        "out under a file": (["--out", str(tmp_path / "a-file" / "sub")], r"--out .*cannot write there"),
+        "out record is a folder": (["--out", str(tmp_path / "d")], r"--out .*quadratic-tiny.json is a folder"),
+    }
+
+
+CASES = [
+    "db is a folder",
+    "db folder missing",
+    "db parent is a file",
+    "db not sqlite",
+    "db foreign",
+    "out is a file",
+    "out under a file",
+    "out record is a folder",
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_db_or_out_fails_before_any_training(case: str, tmp_path: Path, no_training: None) -> None:
+    option, match = _bad_paths(tmp_path)[case]
+    argv = _tiny_run(tmp_path)
+    with pytest.raises(SystemExit, match=match):
+        main([*argv, *option])  # the later --db/--out wins
+    assert (tmp_path / "a-file").read_text() == "keep me"
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc (unwritable even for root)")
+def test_unwritable_db_and_out_fail_before_any_training(tmp_path: Path, no_training: None) -> None:
+    with pytest.raises(SystemExit, match=r"--db /proc/precond.sqlite: cannot open or create"):
+        main([*_tiny_run(tmp_path), "--db", "/proc/precond.sqlite"])
+    with pytest.raises(SystemExit, match=r"--out /proc/precond-out: cannot write there"):
+        main([*_tiny_run(tmp_path), "--out", "/proc/precond-out"])
+
+
+@pytest.mark.parametrize("case", ["db not sqlite", "db foreign", "out is a file", "out record is a folder"])
+def test_report_checks_db_and_out_too(case: str, tmp_path: Path) -> None:
+    assert main(_tiny_run(tmp_path)) == 0
+    option, match = _bad_paths(tmp_path)[case]
+    argv = ["bench", "report", "--db", str(tmp_path / "bench.sqlite"), "--out", str(tmp_path / "out"), *option]
+    with pytest.raises(SystemExit, match=match):
+        main(argv)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from precond.bench import protocol
+from precond.bench.environment import RunConditions
 from precond.bench.protocol import (
     Plan,
     mean_curve,
@@ -242,7 +243,7 @@ def result(optimizer: str, lr: float, seed: int, pts: Sequence[CurvePoint], step
         step_seconds=step_seconds,
         state_bytes=1000 if optimizer == "adamw" else 3000,
         model_bytes=500,
-        peak_memory_bytes=10_000 + seed,
+        conditions=RunConditions(threads=2, cpu_count=2, load_start=1.0 + seed, load_end=2.0),
     )
 
 
@@ -272,7 +273,7 @@ def test_summary_numbers_from_synthetic_curves() -> None:
     assert sgd.speedup == pytest.approx(100 / 49.75) and sgd.time_speedup == pytest.approx(10 / 9.95)
     assert sgd.seed_steps_to_target == pytest.approx((49.75, 49.75, 49.75))
     assert sgd.step_overhead == pytest.approx(2.0) and adamw.speedup == 1.0 and adamw.step_overhead == 1.0
-    assert sgd.state_bytes == 3000 and sgd.peak_memory_bytes == 10_002 and sgd.train_seconds == pytest.approx(20)
+    assert sgd.state_bytes == 3000 and len(sgd.conditions) == 3 and sgd.train_seconds == pytest.approx(20)
     assert sgd.verdict == "faster" and adamw.verdict == "baseline"
     assert sgd.comparison is not None and sgd.comparison.significant and not sgd.comparison.overlap
     assert sgd.trials_planned == sgd.trials_found == 4 and sgd.complete

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -172,7 +173,8 @@ def test_run_trial_matches_closed_form_and_records_curve() -> None:
     assert 0 < result.step_seconds * 20 <= result.train_seconds
     assert result.state_bytes == 0  # momentum-free SGD keeps no state
     assert result.model_bytes == 8  # one float32 weight and its gradient
-    assert result.peak_memory_bytes >= 0
+    c = result.conditions
+    assert c is not None and c.threads == torch.get_num_threads() and c.cpu_count == os.cpu_count()
 
 
 def test_run_trial_counts_adamw_state() -> None:
@@ -244,7 +246,6 @@ def _results() -> list[TrialResult]:
         step_seconds=0.0,
         state_bytes=0,
         model_bytes=0,
-        peak_memory_bytes=0,
         message="ValueError: nope ' \" ; DROP TABLE trials",
     )
     return [ok, diverged, error]
@@ -317,3 +318,167 @@ def test_store_rows_are_plain_sql(tmp_path: Path) -> None:
     assert key == ok.spec.key("v1") and status == "ok"
     assert json.loads(hparams) == {"lr": 0.03, "momentum": 0.0}
     assert [tuple(p) for p in json.loads(curve)] == list(ok.curve)
+
+
+# ------------------------------------------------------------------------------------------ schema migration
+
+#: The schema SQL of store version 1 (precond before issue 11), verbatim: the fixture of an old database.
+V1_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS trials (
+    key               TEXT PRIMARY KEY,
+    workload          TEXT NOT NULL,
+    preset            TEXT NOT NULL,
+    optimizer         TEXT NOT NULL,
+    hparams           TEXT NOT NULL,
+    seed              INTEGER NOT NULL,
+    code_version      TEXT NOT NULL,
+    status            TEXT NOT NULL CHECK (status IN ('ok', 'diverged', 'error')),
+    final_val         REAL,
+    steps_run         INTEGER NOT NULL,
+    curve             TEXT NOT NULL,
+    train_seconds     REAL NOT NULL,
+    step_seconds      REAL NOT NULL,
+    state_bytes       INTEGER NOT NULL,
+    model_bytes       INTEGER NOT NULL,
+    peak_memory_bytes INTEGER NOT NULL,
+    message           TEXT NOT NULL,
+    created_at        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS trials_by_run ON trials (workload, preset, optimizer, code_version);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1');
+"""
+
+
+def _v1_database(path: Path) -> list[str]:
+    """An old-schema file with two trials (the second stored later); their keys."""
+    with sqlite3.connect(path) as conn:
+        conn.executescript(V1_SCHEMA)
+        rows = [
+            (
+                "k-old",
+                "quad1d",
+                "tiny",
+                "sgd",
+                '{"lr": 0.03, "momentum": 0.0}',
+                0,
+                "v1",
+                "ok",
+                0.25,
+                20,
+                "[[0, 5.0, 0.0], [20, 0.25, 0.5]]",
+                0.5,
+                0.01,
+                0,
+                8,
+                46_137_344,
+                "",
+                "2025-01-01T00:00:00+00:00",
+            ),
+            (
+                "k-new",
+                "quad1d",
+                "tiny",
+                "adamw",
+                '{"lr": 0.1}',
+                1,
+                "v1",
+                "diverged",
+                None,
+                3,
+                "[[0, 5.0, 0.0]]",
+                0.1,
+                0.02,
+                12,
+                8,
+                0,
+                "loss exploded",
+                "2025-01-02T00:00:00+00:00",
+            ),
+        ]
+        conn.executemany(f"INSERT INTO trials VALUES ({', '.join('?' * 18)})", rows)
+    conn.close()
+    return ["k-old", "k-new"]
+
+
+def test_version_1_database_is_migrated_and_keeps_its_trials(tmp_path: Path) -> None:
+    path = tmp_path / "v1.sqlite"
+    keys = _v1_database(path)
+    with Store(path) as store:
+        assert store.schema_version == SCHEMA_VERSION == 2
+        old, new = (store.get(k) for k in keys)
+        assert old is not None and new is not None
+        assert old.spec == TrialSpec.make("quad1d", "tiny", "sgd", {"lr": 0.03, "momentum": 0.0}, 0)
+        assert old.final_val == 0.25 and old.curve == ((0, 5.0, 0.0), (20, 0.25, 0.5)) and old.model_bytes == 8
+        assert old.conditions is None and new.conditions is None  # not recorded by the old code
+        assert new.status == "diverged" and new.message == "loss exploded" and new.state_bytes == 12
+        assert store.results() == [old, new] and store.code_versions() == ["v1"]
+        assert store.latest_trial() == new and store.latest_run() is None
+        fresh = _results()[0]  # new rows, with conditions, go in next to the old ones
+        store.put(fresh, "v2")
+        assert store.get(fresh.spec.key("v2")) == fresh and fresh.conditions is not None
+        store.add_run({"workload": "quad1d", "preset": "tiny", "seeds": 1}, "v2")
+        assert store.latest_run() is not None
+    with sqlite3.connect(path) as conn:
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(trials)")]
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    conn.close()
+    assert "peak_memory_bytes" not in columns and {"threads", "cpu_count", "load_start", "load_end"} <= set(columns)
+    assert "trials_v1" not in tables and "runs" in tables and "trials_by_run" in indexes
+    with Store(path) as store:  # reopening a migrated file changes nothing
+        assert len(store) == 3 and store.schema_version == 2
+
+
+def test_failed_migration_leaves_the_old_file_untouched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import precond.bench.store as store_module
+
+    path = tmp_path / "v1.sqlite"
+    _v1_database(path)
+    broken = store_module._MIGRATE_1_TO_2.replace("DROP TABLE trials_v1;", "DROP TABLE no_such_table;")
+    monkeypatch.setattr(store_module, "_MIGRATE_1_TO_2", broken)
+    with pytest.raises(sqlite3.OperationalError, match="no_such_table"):
+        Store(path)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT value FROM meta").fetchone() == ("1",)
+        assert conn.execute("SELECT COUNT(*), SUM(peak_memory_bytes) FROM trials").fetchone() == (2, 46_137_344)
+    conn.close()
+
+
+def test_store_refuses_a_newer_schema(tmp_path: Path) -> None:
+    path = tmp_path / "new.sqlite"
+    Store(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    conn.close()
+    with pytest.raises(SchemaError, match="schema version 3, this precond needs 2"):
+        Store(path)
+
+
+@pytest.mark.parametrize("case", ["folder", "missing folder", "parent is a file"])
+def test_store_paths_that_cannot_hold_a_file_are_value_errors(tmp_path: Path, case: str) -> None:
+    (tmp_path / "f").write_text("x")
+    path, match = {
+        "folder": (tmp_path, "is a folder; name a file in it instead"),
+        "missing folder": (tmp_path / "nope" / "b.sqlite", "does not exist; create"),
+        "parent is a file": (tmp_path / "f" / "b.sqlite", "does not exist; create"),
+    }[case]
+    with pytest.raises(ValueError, match=match):
+        Store(path)
+
+
+def test_check_writable_refuses_a_read_only_database(tmp_path: Path) -> None:
+    """The probe the CLI runs before training (a read-only file is simulated with SQLite's read-only mode,
+    since file permissions do not stop root)."""
+    path = tmp_path / "b.sqlite"
+    with Store(path) as store:
+        store.check_writable()  # a writable file passes, and the probe leaves no transaction open
+        store.put(_results()[2], "v1")
+        store._conn.close()
+        store._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        with pytest.raises(ValueError, match=r"is not writable .*readonly.*; choose a writable file"):
+            store.check_writable()
+        assert len(store) == 1

@@ -1,5 +1,9 @@
-"""``precond bench``: a fair optimizer benchmark (workloads, trials, SQLite store, protocol, report)."""
+"""``precond bench``: a fair optimizer benchmark (workloads, trials, SQLite store, protocol, report), and one
+harness per further area (:mod:`precond.bench.ot`: entropic OT) sharing the budgeted subprocess runner
+(:mod:`precond.bench._harness`), the environment record (:mod:`precond.bench.environment`) and per-area code
+versions (:mod:`precond.bench.versions`)."""
 
+from precond.bench.environment import RunConditions
 from precond.bench.protocol import OptimizerSummary, Plan, Summary, run_plan, summarize
 from precond.bench.store import Store
 from precond.bench.trial import TrialResult, TrialSpec, run_trial
@@ -10,6 +14,7 @@ __all__ = [
     "WORKLOADS",
     "OptimizerSummary",
     "Plan",
+    "RunConditions",
     "Store",
     "Summary",
     "Task",

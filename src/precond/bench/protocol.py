@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from precond.bench import trial as _trial
+from precond.bench.environment import RunConditions, timing_warnings
 from precond.bench.store import Store
 from precond.bench.trial import CurvePoint, HParamValue, TrialResult, TrialSpec, WorkloadLike, run_trial
 from precond.optim.registry import spec as optimizer_spec
@@ -317,7 +318,8 @@ class OptimizerSummary:
 
     Seed statistics are over the ``"ok"`` trials of the best setting (``n`` of them); ``final_std`` is the sample
     standard deviation (``None`` for one seed). Times are seconds, memory bytes; ``state_bytes`` and
-    ``model_bytes`` are those of the best setting's tuning trial, ``peak_memory_bytes`` the maximum over its seeds.
+    ``model_bytes`` are those of the best setting's tuning trial. ``conditions`` are the run conditions (threads,
+    load) of those seed runs, whose wall-clock the time figures average (``None`` where not recorded).
     """
 
     optimizer: str
@@ -344,8 +346,8 @@ class OptimizerSummary:
     step_overhead: float | None = None
     state_bytes: int | None = None
     model_bytes: int | None = None
-    peak_memory_bytes: int | None = None
     comparison: Comparison | None = None
+    conditions: tuple[RunConditions | None, ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -355,12 +357,17 @@ class OptimizerSummary:
 
 @dataclass(frozen=True)
 class Summary:
-    """The outcome of a :class:`Plan`: the target and one :class:`OptimizerSummary` per optimizer (plan order)."""
+    """The outcome of a :class:`Plan`: the target and one :class:`OptimizerSummary` per optimizer (plan order).
+
+    ``timing_warnings``: why the wall-clock figures should not be trusted, when the compared runs' conditions
+    differ (:func:`precond.bench.environment.timing_warnings`); empty when they are comparable.
+    """
 
     plan: Plan
     target: float | None
     optimizers: tuple[OptimizerSummary, ...]
     code_version: str | None = None
+    timing_warnings: tuple[str, ...] = ()
 
     def get(self, optimizer: str) -> OptimizerSummary:
         for o in self.optimizers:
@@ -378,6 +385,7 @@ class Summary:
             "plan": self.plan.to_dict(),
             "target": self.target,
             "code_version": self.code_version,
+            "timing_warnings": list(self.timing_warnings),
             "optimizers": [_jsonable({**asdict(o), "complete": o.complete}) for o in self.optimizers],
         }
 
@@ -435,7 +443,7 @@ def _summarize_one(
         step_seconds=_mean([r.step_seconds for r in runs]),
         state_bytes=best.state_bytes,
         model_bytes=best.model_bytes,
-        peak_memory_bytes=max(r.peak_memory_bytes for r in runs),
+        conditions=tuple(r.conditions for r in runs),
         **base,
     )
     return summary, runs
@@ -485,7 +493,9 @@ def summarize(plan: Plan, results: Iterable[TrialResult], code_version: str | No
                 comparison=comparison,
             )
         )
-    return Summary(plan=plan, target=target, optimizers=tuple(out), code_version=code_version)
+    compared = [c for o in out for c in o.conditions]
+    warnings = tuple(timing_warnings(compared, "runs"))
+    return Summary(plan=plan, target=target, optimizers=tuple(out), code_version=code_version, timing_warnings=warnings)
 
 
 # --------------------------------------------------------------------------------------------------- running

@@ -21,7 +21,6 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("time speedup", "baseline seconds / optimizer seconds to the target"),
     ("step ×", "mean optimizer.step() time relative to the baseline's"),
     ("state MiB", "optimizer state"),
-    ("peak MiB", "peak resident-memory growth while training (coarse on CPU)"),
     ("verdict", "Welch t-test on final losses across seeds; 'inconclusive' when spreads overlap"),
 )
 
@@ -67,7 +66,6 @@ def table_rows(summary: Summary) -> list[list[str]]:
                 _num(o.time_speedup, ".2f") + ("×" if o.time_speedup is not None else ""),
                 _num(o.step_overhead, ".2f"),
                 _num(None if o.state_bytes is None else o.state_bytes / _MIB, ".2f"),
-                _num(None if o.peak_memory_bytes is None else o.peak_memory_bytes / _MIB, ".0f"),
                 _verdict(o),
             ]
         )
@@ -79,7 +77,7 @@ def format_table(summary: Summary, *, legend: bool = True) -> str:
     headers = [name for name, _ in COLUMNS]
     rows = table_rows(summary)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    right = {3, 4, 5, 6, 7, 8, 9}
+    right = {3, 4, 5, 6, 7, 8}
 
     def line(cells: Sequence[str]) -> str:
         padded = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
@@ -123,6 +121,7 @@ def headline(summary: Summary) -> str:
         }.get(o.verdict, o.verdict)
         lines.append(f"  {o.optimizer}: {reach}; final {o.final_mean:.4f} vs {summary.target:.4f}, {claim}.")
     lines += edge_warnings(summary)
+    lines += [f"  warning: {w}." for w in summary.timing_warnings]
     return "\n".join(lines)
 
 

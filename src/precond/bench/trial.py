@@ -24,9 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import resource
-import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -37,7 +34,8 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import nn
 
-import precond
+from precond.bench import versions as _versions
+from precond.bench.environment import RunConditions
 from precond.optim.registry import create
 
 __all__ = [
@@ -189,15 +187,16 @@ class TrialResult:
         step_seconds: mean wall-clock seconds inside ``optimizer.step()``.
         state_bytes: bytes of the optimizer's state tensors after the last step (:func:`optimizer_state_bytes`).
         model_bytes: bytes of the parameters plus their gradients.
-        peak_memory_bytes: peak memory growth during training, measured from just after the task (data, model)
-            and the optimizer were built, so it covers gradients, optimizer state (allocated lazily at the first
-            step), activations and temporaries: on CUDA, ``torch.cuda.max_memory_allocated()`` above the allocation
-            at that point; on CPU, the largest resident set size sampled after every step (``/proc/self/statm``;
-            ``ru_maxrss`` where that is missing) minus the resident set size at that point. The CPU figure is coarse:
-            transient peaks inside a step are missed, memory the allocator kept from earlier trials is reused
-            without showing up, and the first trial of a process also pays one-time costs (lazy imports and kernel
-            caches, tens of MB). ``state_bytes`` is the exact figure of what the optimizer keeps.
         message: why a trial diverged or failed (empty when ``ok``).
+        conditions: torch threads, cores and load average at the start and end of the trial
+            (:class:`~precond.bench.environment.RunConditions`); ``None`` for trials stored before they were
+            recorded. The report warns when compared trials' conditions differ (their wall-clock is then unreliable).
+
+    There is no peak-memory figure: in one process that runs trial after trial on CPU, resident-set growth is
+    not a per-trial quantity (the allocator reuses pages that earlier trials left resident, so later trials show
+    ~0 while the first pays one-time import costs), ``ru_maxrss`` is process-wide and monotone, ``tracemalloc``
+    does not see torch's allocator and torch keeps no peak statistics on CPU. ``state_bytes`` is the exact figure
+    of what the optimizer keeps; a true peak would need a fresh process per trial.
     """
 
     spec: TrialSpec
@@ -209,8 +208,8 @@ class TrialResult:
     step_seconds: float
     state_bytes: int
     model_bytes: int
-    peak_memory_bytes: int
     message: str = ""
+    conditions: RunConditions | None = None
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -284,67 +283,15 @@ def _model_bytes(model: nn.Module) -> int:
     return total
 
 
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def _rss_bytes() -> int:
-    """Current resident set size (Linux), else the process's peak so far (``ru_maxrss``)."""
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * _PAGE
-    except (OSError, ValueError, IndexError):
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak if sys.platform == "darwin" else peak * 1024
-
-
-class _PeakMemory:
-    """Peak memory growth of a trial (see :attr:`TrialResult.peak_memory_bytes`)."""
-
-    def __init__(self, cuda: bool) -> None:
-        self.cuda = cuda
-        self.start = _rss_bytes()
-        self.peak = self.start
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-            self.cuda_start = torch.cuda.memory_allocated()
-
-    def sample(self) -> None:
-        if not self.cuda:
-            self.peak = max(self.peak, _rss_bytes())
-
-    def growth(self) -> int:
-        if self.cuda:
-            return max(0, torch.cuda.max_memory_allocated() - self.cuda_start)
-        return max(0, self.peak - self.start)
-
-
 # ------------------------------------------------------------------------------------------------ code version
 
 
-#: Modules of ``precond.bench`` that cannot change a trial's numbers (storage, protocol, reporting, CLI); editing
-#: them does not invalidate stored trials.
-_VERSION_EXCLUDED = frozenset({"__init__.py", "__main__.py", "store.py", "protocol.py", "report.py", "cli.py"})
-
-
-def _version_sources() -> list[Path]:
-    root = Path(precond.__file__).resolve().parent
-    files = [p for sub in ("optim", "linalg") for p in (root / sub).rglob("*.py")]
-    files += [p for p in (root / "bench").rglob("*.py") if p.name not in _VERSION_EXCLUDED]
-    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
-
-
 def code_version() -> str:
-    """``"<precond version>+<12 hex>.torch<torch version>"``: the hex digits hash the source of every module that can
-    change a trial's numbers (all of ``precond.optim`` and ``precond.linalg``, and ``precond.bench`` except the
-    modules in ``_VERSION_EXCLUDED``), so editing an optimizer or a workload invalidates stored trials while editing
-    the report does not. The torch version is included because it changes numerics (and torch's own optimizers).
-    """
-    root = Path(precond.__file__).resolve().parent
-    digest = hashlib.sha256()
-    for path in _version_sources():
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
-    return f"{precond.__version__}+{digest.hexdigest()[:12]}.torch{torch.__version__}"
+    """The optimizer benchmark's code version (:func:`precond.bench.versions.code_version` of area
+    ``"optimizer"``): editing an optimizer, a kernel, the training loop or a workload invalidates stored trials;
+    editing the OT harness, the store, the protocol, the report or the CLI does not. The hashed files are
+    :data:`precond.bench.versions.OPTIMIZER` ``.files()``."""
+    return _versions.code_version("optimizer")
 
 
 # ------------------------------------------------------------------------------------------------------ running
@@ -387,7 +334,7 @@ def _train(workload: WorkloadLike, spec: TrialSpec, progress: Progress | None, d
     state = {"steps_run": 0, "train_seconds": 0.0, "step_seconds": 0.0}
     optimizer: torch.optim.Optimizer | None = None
     model: nn.Module | None = None
-    memory: _PeakMemory | None = None
+    conditions = RunConditions.now()
 
     def finish(status: Status, final_val: float | None, message: str = "") -> TrialResult:
         done = state["steps_run"]
@@ -401,15 +348,14 @@ def _train(workload: WorkloadLike, spec: TrialSpec, progress: Progress | None, d
             step_seconds=state["step_seconds"] / done if done else 0.0,
             state_bytes=optimizer_state_bytes(optimizer) if optimizer is not None else 0,
             model_bytes=_model_bytes(model) if model is not None else 0,
-            peak_memory_bytes=memory.growth() if memory is not None else 0,
             message=message,
+            conditions=conditions.ended(),
         )
 
     try:
         task = workload.build(spec.seed)
         model = task.model
         optimizer = create(spec.optimizer, model, **spec.hparams_dict)
-        memory = _PeakMemory(cuda=any(p.is_cuda for p in model.parameters()))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: schedule_factor(s, warmup, steps))
 
         val = float(task.validate())
@@ -441,7 +387,6 @@ def _train(workload: WorkloadLike, spec: TrialSpec, progress: Progress | None, d
             state["train_seconds"] += time.perf_counter() - start
             state["step_seconds"] += after_step - before_step
             state["steps_run"] = done = step + 1
-            memory.sample()
             if progress is not None:
                 progress(done, steps, value)
             if done % eval_every == 0 or done == steps:

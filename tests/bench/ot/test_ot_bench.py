@@ -1,4 +1,7 @@
-"""``precond bench ot`` / benchmarks/ot.py: problems, error, hard time budget, summary, CLI end to end."""
+"""``precond bench ot`` / benchmarks/ot.py: problems, error, rows under the hard time budget, summary, CLI end to end.
+
+The budgeted child process itself is tested in tests/bench/test_harness.py.
+"""
 
 from __future__ import annotations
 
@@ -12,20 +15,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from precond.bench import transport
-from precond.bench.transport import (
-    FULL,
-    QUICK,
-    _summarize,
-    format_table,
-    l1_error,
-    make_problem,
-    run_method,
-    select_problems,
-)
+from precond.bench import versions
+from precond.bench.ot import output, problems, run, runners
+from precond.bench.ot import summarize as _summarize
+from precond.bench.ot.output import format_table
+from precond.bench.ot.problems import FULL, QUICK, l1_error, make_problem, select_problems
+from precond.bench.ot.run import run_method
 from precond.cli import main
+from tests.bench import stubs
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.parametrize(
@@ -51,8 +50,8 @@ def test_costs_match_pot() -> None:
     ot = pytest.importorskip("ot")
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(30, 2)), rng.normal(size=(40, 2))
-    assert np.allclose(transport._dist(x, y), ot.dist(x, y), atol=1e-12)
-    assert np.allclose(transport._dist(x, y, "euclidean"), ot.dist(x, y, metric="euclidean"), atol=1e-7)
+    assert np.allclose(problems._dist(x, y), ot.dist(x, y), atol=1e-12)
+    assert np.allclose(problems._dist(x, y, "euclidean"), ot.dist(x, y, metric="euclidean"), atol=1e-7)
 
 
 def test_make_problem_rejects_unknown_kind() -> None:
@@ -71,34 +70,41 @@ def test_l1_error_hand_computed() -> None:
     assert l1_error(np.array([[np.inf, 0.0], [0.0, 0.5]]), a, b) == math.inf
 
 
-def test_overrunning_child_is_killed_at_the_budget_and_recorded_as_timed_out() -> None:
+def test_overrunning_child_is_recorded_as_timed_out() -> None:
     t0 = time.perf_counter()
-    row = run_method("_sleep", "assignment", 8, 0.1, budget=1.0, threads=1, grace=0.3)
+    row = run_method("a stub", "assignment", 8, 0.1, budget=1.0, threads=1, grace=0.3, target=stubs.sleep_forever)
     elapsed = time.perf_counter() - t0
     assert row["status"] == "timeout"
     assert row["timed_out"] and row["killed"] and not row["reached"]
     assert row["seconds"] == 1.0 and row["error"] is None and row["iterations"] is None
     # the budget clock starts when the child reports its solve started: setup (imports) does not count
-    solving = elapsed - row["setup_seconds"]
-    assert 1.0 <= solving < 1.0 + 0.3 + 1.0
-    assert transport.format_row(row).split()[5] == ">budget"
+    assert elapsed - row["setup_seconds"] >= 1.0
+    assert output.format_row(row).split()[6] == ">budget"
 
 
+@pytest.mark.slow
 def test_failing_child_is_recorded_as_failed() -> None:
-    row = run_method("_raise", "assignment", 8, 0.1, budget=5.0, threads=1)
-    assert row["status"] == "failed" and "deliberate failure" in row["message"]
+    row = run_method("a stub", "assignment", 8, 0.1, budget=5.0, threads=1, target=stubs.raise_after_start)
+    assert row["status"] == "failed" and row["message"] == "RuntimeError: deliberate failure"
     assert not row["reached"] and not row["timed_out"] and row["error"] is None
+    crashed = run_method("a stub", "assignment", 8, 0.1, budget=5.0, threads=1, target=stubs.crash)
+    assert crashed["status"] == "failed" and crashed["message"] == "child exited with code 7"
+
+
+def test_unknown_method_fails_before_any_child() -> None:
+    with pytest.raises(ValueError, match="unknown method 'precond nope'; choose from precond sinkhorn"):
+        run_method("precond nope", "assignment", 8, 0.1, budget=1.0)
 
 
 def test_record_finished_child_within_and_over_the_budget() -> None:
     row = {"status": "ok", "reached": False, "timed_out": False}
-    transport._record(row, {"seconds": 2.5, "iterations": 40, "error": 9e-9}, budget=3.0)
+    run._record(row, {"seconds": 2.5, "iterations": 40, "error": 9e-9}, budget=3.0)
     assert row["reached"] and not row["timed_out"] and row["seconds"] == 2.5 and row["iterations"] == 40
     row = {"status": "ok", "reached": False, "timed_out": False}
-    transport._record(row, {"seconds": 2.5, "iterations": 40, "error": math.inf}, budget=3.0)  # underflow
+    run._record(row, {"seconds": 2.5, "iterations": 40, "error": math.inf}, budget=3.0)  # underflow
     assert not row["reached"] and row["status"] == "ok"
     row = {"status": "ok", "reached": False, "timed_out": False}
-    transport._record(row, {"seconds": 3.4, "iterations": 50, "error": 1e-10}, budget=3.0)  # finished in the grace
+    run._record(row, {"seconds": 3.4, "iterations": 50, "error": 1e-10}, budget=3.0)  # finished in the grace
     assert row["status"] == "over_budget" and row["timed_out"] and not row["reached"]
     assert row["seconds"] == 3.0 and row["solve_seconds"] == 3.4
 
@@ -106,9 +112,9 @@ def test_record_finished_child_within_and_over_the_budget() -> None:
 def test_per_iteration_is_the_median_step_of_the_history() -> None:
     # steps of 0.03, 0.03 and a busy 0.39 s: the median ignores the spike; entries every 10 iterations work too
     history = [(0, 1.0, 0.05, "sinkhorn"), (1, 0.5, 0.08, "sinkhorn"), (2, 0.2, 0.11, "sinkhorn"), (3, 0.1, 0.5, "x")]
-    assert transport._per_iteration(history, 1.0, 3) == pytest.approx(0.03)
-    assert transport._per_iteration([(0, 1, 0.0), (10, 1, 0.2), (20, 1, 0.4)], 1.0, 20) == pytest.approx(0.02)
-    assert transport._per_iteration([], 1.0, 4) == 0.25  # no history: total time / iterations
+    assert runners._per_iteration(history, 1.0, 3) == pytest.approx(0.03)
+    assert runners._per_iteration([(0, 1, 0.0), (10, 1, 0.2), (20, 1, 0.4)], 1.0, 20) == pytest.approx(0.02)
+    assert runners._per_iteration([], 1.0, 4) == 0.25  # no history: total time / iterations
 
 
 def _row(method: str, problem: str, reached: bool, seconds: float | None, iterations: int | None, **kw) -> dict:
@@ -194,8 +200,8 @@ def test_select_problems() -> None:
 
 
 def test_missing_pot_drops_its_methods_with_a_note(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(transport, "pot_available", lambda: False)
-    names, notes = transport.available_methods(["precond sinkhorn_log", "POT sinkhorn", "POT sinkhorn_log"])
+    monkeypatch.setattr(runners, "pot_available", lambda: False)
+    names, notes = runners.available_methods(["precond sinkhorn_log", "POT sinkhorn", "POT sinkhorn_log"])
     assert names == ["precond sinkhorn_log"]
     assert len(notes) == 1 and "POT" in notes[0]
 
@@ -222,6 +228,8 @@ def test_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         meta["command"].startswith("precond bench ot --n 60") and "'precond sinkhorn_log,precond sns" in meta["command"]
     )
     assert {"torch", "numpy", "pot", "regot"} <= set(meta["versions"]) and meta["versions"]["numpy"] == np.__version__
+    assert meta["code_version"] == versions.code_version("ot") and "bench/ot/runners.py" in meta["code_files"]
+    assert meta["cpu_count"] >= 1 and set(meta["load_average"]) == {"start", "end"}
     assert record["summary"][0].startswith("assignment n=60 eps=0.1: SNS ")
     assert record["summary"][0] in out
     assert (tmp_path / "ot_quick_convergence.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -250,3 +258,69 @@ def test_script_wrapper_parses() -> None:
         [sys.executable, "benchmarks/ot.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0 and "--quick" in done.stdout and "--budget" in done.stdout
+
+
+@pytest.fixture
+def no_children(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+    """Replace the per-method child run by a recorder (nothing is spawned)."""
+    calls: list[tuple] = []
+
+    def fake(name: str, kind: str, n: int, reg: float, **kw: object) -> dict:
+        calls.append((name, kind, n, reg, kw))
+        return {
+            "problem": kind,
+            "n": n,
+            "eps": reg,
+            "method": name,
+            "budget": kw["budget"],
+            "status": "failed",
+            "reached": False,
+            "timed_out": False,
+            "iterations": None,
+            "seconds": None,
+            "error": None,
+            "message": "not run",
+        }
+
+    monkeypatch.setattr(run, "run_method", fake)
+    return calls
+
+
+@pytest.mark.parametrize("before", [True, False])
+def test_shared_options_work_before_and_after_ot(before: bool, tmp_path: Path, no_children: list[tuple]) -> None:
+    """``precond bench --threads 3 --out D ot`` means what ``precond bench ot --threads 3 --out D`` does."""
+    shared = ["--threads", "3", "--out", str(tmp_path / "o")]
+    rest = ["--problems", "gauss", "--n", "20", "--eps", "0.1", "--methods", "precond sns"]
+    argv = ["bench", *shared, "ot", *rest] if before else ["bench", "ot", *rest, *shared]
+    assert main(argv) == 0
+    assert [c[:4] for c in no_children] == [("precond sns", "gauss", 20, 0.1)]
+    assert no_children[0][4]["threads"] == 3
+    assert json.loads((tmp_path / "o" / "ot_quick.json").read_text())["meta"]["threads"] == 3
+
+
+def test_ot_defaults_when_the_shared_options_are_not_given(tmp_path: Path, monkeypatch, no_children) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "ot", "--problems", "gauss", "--n", "20", "--eps", "0.1", "--methods", "precond sns"]) == 0
+    assert no_children[0][4]["threads"] == 2 and (tmp_path / "precond-bench-results" / "ot_quick.json").exists()
+
+
+@pytest.mark.parametrize("option", [["--workload", "mlp"], ["--db", "x.sqlite"], ["--seeds", "2"]])
+def test_optimizer_options_are_refused_for_ot(option: list[str], capsys, no_children) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", *option, "ot"])
+    assert exc.value.code == 2 and f"{option[0]} does not apply to `precond bench ot`" in capsys.readouterr().err
+    assert no_children == []
+
+
+def test_out_that_is_a_file_fails_before_any_method_runs(tmp_path: Path, no_children: list[tuple]) -> None:
+    target = tmp_path / "a-file"
+    target.write_text("x")
+    with pytest.raises(SystemExit, match=r"--out .*a-file is a file, not a folder"):
+        main(["bench", "ot", "--out", str(target), "--n", "20", "--problems", "gauss"])
+    with pytest.raises(SystemExit, match=r"--out .*cannot write there"):
+        main(["bench", "ot", "--out", str(target / "sub"), "--n", "20", "--problems", "gauss"])
+    (tmp_path / "d" / "ot_quick.json").mkdir(parents=True)  # a folder where the record goes
+    with pytest.raises(SystemExit, match=r"ot_quick.json is a folder"):
+        main(["bench", "ot", "--out", str(tmp_path / "d"), "--n", "20", "--problems", "gauss"])
+    assert no_children == []
+    assert target.read_text() == "x"
