@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -107,3 +108,15 @@ class ScaledLeastSquares:
     def threshold(self, fraction: float) -> float:
         """The loss at which the excess over the optimum is ``fraction`` of the initial excess."""
         return self.loss_opt + fraction * (self.loss_init - self.loss_opt)
+
+
+def state_tensors(obj: Any, path: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor inside a (nested) state_dict, with a readable path."""
+    if isinstance(obj, torch.Tensor):
+        yield path, obj
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from state_tensors(value, f"{path}/{key}")
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from state_tensors(value, f"{path}[{i}]")

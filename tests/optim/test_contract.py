@@ -12,15 +12,13 @@ import copy
 import functools
 import io
 import math
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import torch
 from torch import nn
 
 from precond.optim import REGISTRY, create
-from tests.problems import ScaledLeastSquares, batches, mlp
+from tests.problems import ScaledLeastSquares, batches, mlp, state_tensors
 
 OURS = ["lion", "soap", "shampoo", "muon", "mfac"]
 BASELINES = ["adamw", "adafactor", "sgd"]
@@ -50,20 +48,8 @@ def _clone(model: nn.Module) -> list[torch.Tensor]:
     return [p.detach().clone() for p in model.parameters()]
 
 
-def _tensors(obj: Any, path: str = "") -> Iterator[tuple[str, torch.Tensor]]:
-    """Every tensor inside a (nested) state_dict, with a readable path."""
-    if isinstance(obj, torch.Tensor):
-        yield path, obj
-    elif isinstance(obj, dict):
-        for key, value in obj.items():
-            yield from _tensors(value, f"{path}/{key}")
-    elif isinstance(obj, (list, tuple)):
-        for i, value in enumerate(obj):
-            yield from _tensors(value, f"{path}[{i}]")
-
-
 def _state_snapshot(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in _tensors(opt.state_dict()["state"])}
+    return {k: v.detach().clone() for k, v in state_tensors(opt.state_dict()["state"])}
 
 
 def _assert_params_equal(actual: list[torch.Tensor], expected: list[torch.Tensor], what: str) -> None:
@@ -95,7 +81,7 @@ def test_state_dict_round_trip_is_bitwise(name: str, dtype: torch.dtype) -> None
     first = create(name, resumed)
     for x, y in data[:k]:
         _step(resumed, first, x, y)
-    saved_dtypes = {path: t.dtype for path, t in _tensors(first.state_dict()["state"])}
+    saved_dtypes = {path: t.dtype for path, t in state_tensors(first.state_dict()["state"])}
     buffer = io.BytesIO()
     torch.save({"model": resumed.state_dict(), "optimizer": first.state_dict()}, buffer)
     buffer.seek(0)
@@ -105,7 +91,7 @@ def test_state_dict_round_trip_is_bitwise(name: str, dtype: torch.dtype) -> None
     fresh.load_state_dict(checkpoint["model"])
     second = create(name, fresh)
     second.load_state_dict(checkpoint["optimizer"])
-    loaded_dtypes = {path: t.dtype for path, t in _tensors(second.state_dict()["state"])}
+    loaded_dtypes = {path: t.dtype for path, t in state_tensors(second.state_dict()["state"])}
     assert loaded_dtypes == saved_dtypes, f"{name}: state dtypes changed on load (saved {saved_dtypes})"
     for x, y in data[k:]:
         _step(fresh, second, x, y)
@@ -225,7 +211,7 @@ def test_bf16_parameters_train(name: str) -> None:
     assert first - last >= 0.25 * (first32 - last32), (
         f"{name}: bf16 loss fell {first - last:.3g}, float32 {first32 - last32:.3g} ({first32:.4g} -> {last32:.4g})"
     )
-    floating = {path: t.dtype for path, t in _tensors(opt.state_dict()["state"]) if t.is_floating_point()}
+    floating = {path: t.dtype for path, t in state_tensors(opt.state_dict()["state"]) if t.is_floating_point()}
     # float32 or wider (M-FAC keeps its m×m Gram/Cholesky state in float64)
     assert all(torch.finfo(d).bits >= 32 for d in floating.values()), f"{name}: low-precision state {floating}"
 

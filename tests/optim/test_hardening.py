@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import inspect
 import pickle
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,7 +21,7 @@ from precond.linalg import SlidingWindow, window_new
 from precond.optim import REGISTRY, create
 from precond.optim._common import PrecondOptimizer
 from precond.optim.mfac import block_shape, mfac_step_
-from tests.problems import batches, mlp
+from tests.problems import batches, mlp, state_tensors
 
 ALL = sorted(REGISTRY)
 OURS = ["lion", "soap", "shampoo", "muon", "mfac"]
@@ -29,19 +29,8 @@ OURS = ["lion", "soap", "shampoo", "muon", "mfac"]
 SETTINGS: dict[str, dict[str, Any]] = {"mfac": {"num_grads": 4}}
 
 
-def _tensors(obj: Any, path: str = "") -> Iterator[tuple[str, torch.Tensor]]:
-    if isinstance(obj, torch.Tensor):
-        yield path, obj
-    elif isinstance(obj, dict):
-        for key, value in obj.items():
-            yield from _tensors(value, f"{path}/{key}")
-    elif isinstance(obj, (list, tuple)):
-        for i, value in enumerate(obj):
-            yield from _tensors(value, f"{path}[{i}]")
-
-
 def _assert_same_state(a: torch.optim.Optimizer, b: torch.optim.Optimizer, what: str) -> None:
-    left, right = dict(_tensors(a.state_dict()["state"])), dict(_tensors(b.state_dict()["state"]))
+    left, right = dict(state_tensors(a.state_dict()["state"])), dict(state_tensors(b.state_dict()["state"]))
     assert left.keys() == right.keys(), f"{what}: state entries differ: {sorted(left.keys() ^ right.keys())}"
     for path, x in left.items():
         assert x.dtype == right[path].dtype and torch.equal(x, right[path]), f"{what}: state {path} differs"
