@@ -3,8 +3,8 @@
 1. **Sweep.** For every optimizer of a :class:`Plan`, a log grid of learning rates from its tuning range
    (``precond.bench.tuning.sweep_ranges(name).grid("lr", lr_points)``, values rounded to 4 significant digits so
    that keys are stable and readable), crossed with a weight-decay grid when ``sweep_weight_decay`` is set and the
-   tuning ranges have a ``weight_decay`` range for that optimizer. Every trial trains to the end of the workload's budget under the same
-   warmup + cosine schedule (:func:`~precond.bench.trial.run_trial`), with seed ``tune_seed``.
+   tuning ranges have a ``weight_decay`` range for that optimizer. Every trial trains to the end of the workload's
+   budget under the same warmup + cosine schedule (:func:`~precond.bench.trial.run_trial`), with seed ``tune_seed``.
 2. **Select.** The best setting is the ``"ok"`` trial with the lowest *final* validation loss (ties: smaller lr, then
    smaller weight decay); never an intermediate checkpoint, since rankings flip once the learning rate decays.
 3. **Seeds.** The best setting is rerun with ``seeds - 1`` further seeds (the smallest non-negative integers other
