@@ -152,6 +152,7 @@ def test_char_transformer_fused_qkv_is_the_same_function() -> None:
     torch.manual_seed(0)
     split = CharTransformer(40, 16, 32, 2, 4)
     fused = CharTransformer(40, 16, 32, 2, 4, fused_qkv=True, bias=True)
+
     def linear_biases(model: torch.nn.Module) -> dict[str, torch.Tensor]:
         return {n: p for n, p in model.named_parameters() if n.endswith(".bias") and "norm" not in n}
 

@@ -251,8 +251,10 @@ def _storage_key(t: torch.Tensor) -> tuple[str, int]:
 
 def _plain_object(obj: object) -> bool:
     """An instance of a non-torch class with attributes (not a class, function or module)."""
-    return hasattr(obj, "__dict__") and not isinstance(obj, type) and not type(obj).__module__.startswith(
-        ("torch", "builtins", "types")
+    return (
+        hasattr(obj, "__dict__")
+        and not isinstance(obj, type)
+        and not type(obj).__module__.startswith(("torch", "builtins", "types"))
     )
 
 

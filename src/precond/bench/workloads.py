@@ -207,9 +207,7 @@ class _CausalSelfAttention(nn.Module):
         if self.fused_qkv:
             q, k, v = self.qkv(x).view(batch, time, 3, *heads).permute(2, 0, 3, 1, 4)
         else:
-            q, k, v = (
-                proj(x).view(batch, time, *heads).transpose(1, 2) for proj in (self.query, self.key, self.value)
-            )
+            q, k, v = (proj(x).view(batch, time, *heads).transpose(1, 2) for proj in (self.query, self.key, self.value))
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.out(y.transpose(1, 2).reshape(batch, time, width))
 
