@@ -5,6 +5,7 @@ where each peer is built (:func:`optimizer_specs`)."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import statistics
 import sys
 from typing import Any
@@ -33,6 +34,15 @@ def _refreshes_pytorch_optimizer(opt: Any) -> int:
     return max(0, (opt.param_groups[0].get("step", 0) - 1) // FREQ)  # refresh when (step - 1) % FREQ == 0
 
 
+def _optional(package: str) -> Any:
+    """The peer package, or ``None`` (with a note on stderr) when it is not installed: its rows are skipped."""
+    try:
+        return importlib.import_module(package)
+    except ImportError:
+        print(f"{package} is not installed: skipped", file=sys.stderr)
+        return None
+
+
 def optimizer_specs(hb_warmup: int) -> list[Spec]:
     from precond.optim import SOAP
 
@@ -45,11 +55,8 @@ def optimizer_specs(hb_warmup: int) -> list[Spec]:
             refreshes=refreshes_ours,
         ),
     ]
-    try:
-        import heavyball
-    except ImportError:
-        print("heavyball is not installed: skipped", file=sys.stderr)
-    else:
+    heavyball = _optional("heavyball")
+    if heavyball is not None:
         # HeavyBall 3.2.1 refreshes when a running sum of `precond_schedule` crosses an integer.  With
         # use_precond_schedule=False (set explicitly; it is also SOAP's class default in 3.2.1) that increment is
         # the constant 1/precondition_frequency, so the refresh is deterministic: every 10th step, except that
@@ -76,11 +83,8 @@ def optimizer_specs(hb_warmup: int) -> list[Spec]:
                 refreshes_ahead=_heavyball_refreshes_ahead,
             )
         )
-    try:
-        import pytorch_optimizer
-    except ImportError:
-        print("pytorch_optimizer is not installed: skipped", file=sys.stderr)
-    else:
+    pytorch_optimizer = _optional("pytorch_optimizer")
+    if pytorch_optimizer is not None:
         # pytorch_optimizer 4.1.0 has no fan-in merge: its merge_dims=True is the reference's greedy rule and
         # raises on small tensors ("shape '[1]' is invalid ..."), and merge_dims=False would give a 4-D kernel
         # one small factor per dim (cheaper, different math).  So on the conv net it gets the twin whose kernels
