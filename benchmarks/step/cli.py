@@ -19,6 +19,7 @@ import torch
 
 from . import __doc__ as DESCRIPTION
 from .families import FAMILIES, family_args, run_families
+from .models import WORKLOADS
 from .output import print_workload
 from .settings import DEFAULT_OUT, FAMILY_OUT, FREQ, HP, MAX_DIM
 from .soap import run_workload
@@ -115,6 +116,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         args.steps, args.warmup, args.max_warmup = args.steps or 100, args.warmup or 20, args.max_warmup or 200
     args.out = args.out or (FAMILY_OUT if args.family else DEFAULT_OUT)
+    unknown_workloads = set(args.workloads.split(",")) - set(WORKLOADS)
+    if unknown_workloads:
+        parser.error(f"unknown workloads {sorted(unknown_workloads)}: choose from {','.join(WORKLOADS)}")
     if args.block % FREQ:
         parser.error(f"--block must be a multiple of the refresh period {FREQ}")
     torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))

@@ -99,15 +99,17 @@ def test_family_mode_runs_and_reports_every_row(tiny: models.TransformerSize, tm
     assert res["transformer"]["mfac"]["params"]["precond MFAC"] == numel
 
 
-def test_bad_options_are_refused(tmp_path: Path) -> None:
+def test_bad_options_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for argv, message in (
-        (["--block", "15"], "multiple of the refresh period"),
-        (["--family", "--families", "adam"], "unknown families"),
+        (["--block", "15"], "--block must be a multiple of the refresh period 10"),
+        (["--family", "--families", "adam"], "unknown families ['adam']"),
         (["--family", "--profile", "5"], "not with --family"),
+        (["--workloads", "transformer,mlp"], "unknown workloads ['mlp']: choose from transformer,conv"),
     ):
-        with pytest.raises(SystemExit):
+        with pytest.raises(SystemExit) as info:
             cli.main([*argv, "--out", str(tmp_path / "x.json")])
-        assert not (tmp_path / "x.json").exists(), message
+        assert info.value.code == 2 and message in capsys.readouterr().err
+        assert not (tmp_path / "x.json").exists()
 
 
 @pytest.mark.slow
