@@ -230,6 +230,33 @@ def test_state_bytes_counts_shared_storage_once_and_skips_params() -> None:
     assert optimizer_state_bytes(opt) == 10 * 4 + 3 * 8
 
 
+class _Factor:
+    """State kept in a plain object, as pytorch_optimizer's ``PreConditioner`` keeps it."""
+
+    def __init__(self, side: int) -> None:
+        self.matrix, self.root, self.me = torch.zeros(side, side), torch.zeros(side, side, dtype=torch.float64), self
+
+
+def test_state_bytes_counts_tensors_held_by_plain_objects() -> None:
+    p = nn.Parameter(torch.zeros(4))
+    opt = torch.optim.SGD([p], lr=0.1)
+    opt.state[p] = {"factors": [_Factor(3), _Factor(2)], "kind": torch.float32, "fn": len}  # cycles, non-tensors
+    assert optimizer_state_bytes(opt) == (9 + 4) * (4 + 8)
+
+
+def test_state_bytes_of_scalable_shampoo_counts_its_preconditioner_and_graft() -> None:
+    """pytorch_optimizer.ScalableShampoo on a 6×4 matrix: momentum, graft momentum (6×4 each), statistics and
+    inverse roots (6×6 and 4×4 each), all float32."""
+    pytorch_optimizer = pytest.importorskip("pytorch_optimizer")
+    p = nn.Parameter(torch.randn(6, 4))
+    opt = pytorch_optimizer.ScalableShampoo(
+        [p], block_size=64, shape_interpretation=False, start_preconditioning_step=1, preconditioning_compute_steps=1
+    )
+    p.grad = torch.randn(6, 4)
+    opt.step()
+    assert optimizer_state_bytes(opt) == 4 * (2 * 6 * 4 + 2 * (6 * 6 + 4 * 4))
+
+
 # ------------------------------------------------------------------------------------------------- store
 
 

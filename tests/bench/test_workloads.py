@@ -142,3 +142,31 @@ def test_lm_corpus() -> None:
     assert torch.equal(ids, corpus.val[1000:1100].long())
     with pytest.raises(ValueError, match="outside the vocabulary"):
         corpus.tokenizer.encode("naïve")
+
+
+def test_char_transformer_fused_qkv_is_the_same_function() -> None:
+    """``fused_qkv=True`` (the step benchmark's shapes) computes what separate q/k/v matrices compute when its
+    ``[3d, d]`` weight stacks theirs; ``bias=True`` adds zero-initialised biases to the blocks only."""
+    from precond.bench.workloads import CharTransformer
+
+    torch.manual_seed(0)
+    split = CharTransformer(40, 16, 32, 2, 4)
+    fused = CharTransformer(40, 16, 32, 2, 4, fused_qkv=True, bias=True)
+
+    def linear_biases(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        return {n: p for n, p in model.named_parameters() if n.endswith(".bias") and "norm" not in n}
+
+    assert linear_biases(split) == {}
+    biases = list(linear_biases(fused).values())
+    assert len(biases) == 2 * 4 and all(torch.equal(b, torch.zeros_like(b)) for b in biases)
+    assert fused.head.bias is None
+    assert [tuple(p.shape) for n, p in fused.named_parameters() if n.endswith("qkv.weight")] == [(96, 32)] * 2
+    state = dict(split.state_dict())
+    for i in range(2):
+        prefix = f"blocks.{i}.attn."
+        stacked = [state.pop(prefix + name + ".weight") for name in ("query", "key", "value")]
+        state[prefix + "qkv.weight"] = torch.cat(stacked)
+    missing, unexpected = fused.load_state_dict(state, strict=False)
+    assert unexpected == [] and sorted(missing) == sorted(linear_biases(fused))
+    ids = torch.randint(0, 40, (3, 16))
+    torch.testing.assert_close(fused(ids), split(ids), rtol=1e-5, atol=1e-6)

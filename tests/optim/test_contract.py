@@ -17,6 +17,7 @@ import pytest
 import torch
 from torch import nn
 
+from precond.bench.tuning import sweep_ranges
 from precond.optim import REGISTRY, create
 from tests.problems import ScaledLeastSquares, batches, mlp, state_tensors
 
@@ -103,7 +104,7 @@ def test_state_dict_round_trip_is_bitwise(name: str, dtype: torch.dtype) -> None
 def test_param_groups_have_their_own_lr_and_lr_zero_freezes(name: str) -> None:
     model = mlp((12, 12, 12, 6))
     named = list(model.named_parameters())
-    low, high = REGISTRY[name].sweep["lr"]
+    low, high = sweep_ranges(name).ranges["lr"]
     groups = [
         {"params": named[0:2], "lr": high},
         {"params": named[2:4], "lr": low},
@@ -254,7 +255,7 @@ def _best(name: str) -> tuple[int, float, dict[float, int | None]]:
     (its ranges are for noisy network training; this deterministic problem takes larger steps) and stopped two
     points after the best (steps vs. log lr is unimodal here).  Each run is capped at the best so far."""
     best, best_lr, tried, worse = BUDGET + 1, math.nan, {}, 0
-    high = REGISTRY[name].sweep["lr"][1] * 1000
+    high = sweep_ranges(name).ranges["lr"][1] * 1000
     for j in range(21):
         lr = high * 10 ** (-j / 4)
         steps = _steps_to_threshold(name, lr, min(best - 1, BUDGET))

@@ -1,11 +1,9 @@
-"""The registry: every entry builds and steps through ``create``; grids, errors, names and case."""
+"""The registry: every entry builds and steps through ``create``; errors, names and case; no benchmark policy."""
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import itertools
-import math
 import sys
 from pathlib import Path
 
@@ -46,38 +44,16 @@ def test_spec_is_consistent_with_its_target(name: str) -> None:
     assert s.name == name and s.description and s.paper
     accepted = s.hyperparameters()
     assert set(s.defaults) <= set(accepted), f"{name}: defaults {set(s.defaults) - set(accepted)} not accepted"
-    assert set(s.sweep) <= set(accepted), f"{name}: sweep keys {set(s.sweep) - set(accepted)} not accepted"
     opt = create(name, [nn.Parameter(torch.ones(2, 2))])
     for key, value in s.defaults.items():
         assert opt.defaults[key] == value, f"{name}: default {key}={value!r} not passed on"
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_grids_are_log_spaced_within_the_range(name: str) -> None:
-    s = REGISTRY[name]
-    assert "lr" in s.sweep
-    for key, (low, high) in s.sweep.items():
-        assert 0 < low < high, f"{name}.{key}: range ({low}, {high})"
-        grid = s.grid(key, 5)
-        assert len(grid) == 5
-        assert grid[0] == pytest.approx(low, rel=1e-12) and grid[-1] == pytest.approx(high, rel=1e-12)
-        ratios = [b / a for a, b in itertools.pairwise(grid)]
-        assert ratios == pytest.approx([ratios[0]] * 4, rel=1e-12), f"{name}.{key}: grid {grid} not log-spaced"
-        assert s.grid(key, 1) == pytest.approx([math.sqrt(low * high)], rel=1e-12)
-
-
-def test_grid_rejects_unknown_names_and_bad_sizes() -> None:
-    with pytest.raises(ValueError, match="momentum"):
-        spec("adamw").grid("momentum", 3)
-    with pytest.raises(ValueError, match="points"):
-        spec("adamw").grid("lr", 0)
-
-
-def test_sweep_ranges_follow_the_papers() -> None:
-    """Lion wants a 3-10× smaller lr and a larger weight decay than AdamW (Chen et al. 2023, §3.2)."""
-    adamw, lion = spec("adamw").sweep, spec("lion").sweep
-    assert 3 <= adamw["lr"][0] / lion["lr"][0] <= 10 or 3 <= adamw["lr"][1] / lion["lr"][1] <= 10
-    assert lion["weight_decay"][1] > adamw["weight_decay"][1]
+def test_the_registry_holds_no_tuning_policy() -> None:
+    """Sweep ranges are benchmark policy (``precond.bench.tuning``): a spec is name, target, defaults, docs."""
+    fields = {f.name for f in dataclasses.fields(OptimizerSpec)}
+    assert fields == {"name", "target", "defaults", "description", "paper", "named_params"}
+    assert not hasattr(spec("adamw"), "grid")
 
 
 def test_unknown_name_lists_the_available_ones() -> None:
@@ -127,8 +103,6 @@ def test_specs_are_immutable() -> None:
         s.name = "other"  # type: ignore[misc]
     with pytest.raises(TypeError):
         s.defaults["lr"] = 1.0  # type: ignore[index]
-    with pytest.raises(ValueError, match="lr"):
-        OptimizerSpec(name="x", target="torch.optim:SGD", sweep={"momentum": (0.1, 0.9)})
 
 
 def test_importing_the_registry_imports_no_optimizer_module() -> None:

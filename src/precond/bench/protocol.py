@@ -1,10 +1,10 @@
 """The fair comparison protocol of ``precond bench``: tune every optimizer the same way, then compare at the end.
 
-1. **Sweep.** For every optimizer of a :class:`Plan`, a log grid of learning rates from the registry's range
-   (``OptimizerSpec.grid("lr", lr_points)``, values rounded to 4 significant digits so that keys are stable and
-   readable), crossed with a weight-decay grid when ``sweep_weight_decay`` is set and the registry has a
-   ``weight_decay`` range for that optimizer. Every trial trains to the end of the workload's budget under the same
-   warmup + cosine schedule (:func:`~precond.bench.trial.run_trial`), with seed ``tune_seed``.
+1. **Sweep.** For every optimizer of a :class:`Plan`, a log grid of learning rates from its tuning range
+   (``precond.bench.tuning.sweep_ranges(name).grid("lr", lr_points)``, values rounded to 4 significant digits so
+   that keys are stable and readable), crossed with a weight-decay grid when ``sweep_weight_decay`` is set and the
+   tuning ranges have a ``weight_decay`` range for that optimizer. Every trial trains to the end of the workload's
+   budget under the same warmup + cosine schedule (:func:`~precond.bench.trial.run_trial`), with seed ``tune_seed``.
 2. **Select.** The best setting is the ``"ok"`` trial with the lowest *final* validation loss (ties: smaller lr, then
    smaller weight decay); never an intermediate checkpoint, since rankings flip once the learning rate decays.
 3. **Seeds.** The best setting is rerun with ``seeds - 1`` further seeds (the smallest non-negative integers other
@@ -46,6 +46,7 @@ from precond.bench import trial as _trial
 from precond.bench.environment import RunConditions, timing_warnings
 from precond.bench.store import Store
 from precond.bench.trial import CurvePoint, HParamValue, TrialResult, TrialSpec, WorkloadLike, run_trial
+from precond.bench.tuning import sweep_ranges
 from precond.optim.registry import spec as optimizer_spec
 
 __all__ = [
@@ -104,9 +105,9 @@ class Plan:
     Attributes:
         workload, preset: the workload (``precond.bench.workloads.get_workload(workload, preset)``).
         optimizers: registry names; the ``baseline`` is put first if it is not among them.
-        lr_points: learning rates per optimizer (log grid over the registry's range).
+        lr_points: learning rates per optimizer (log grid over its range in :mod:`precond.bench.tuning`).
         sweep_weight_decay: also sweep ``wd_points`` weight decays (full grid with the learning rates) for
-            optimizers whose registry spec has a ``weight_decay`` range; the others keep their default.
+            optimizers whose tuning ranges have a ``weight_decay`` range; the others keep their default.
         tune_seed: seed of the sweep.
         seeds: seeds of the winning setting, the tuning seed included.
         baseline: the optimizer that sets the target loss.
@@ -133,6 +134,8 @@ class Plan:
         baseline = optimizer_spec(self.baseline).name
         if baseline not in names:
             names.insert(0, baseline)
+        for name in names:
+            sweep_ranges(name)  # ValueError now, not after the first optimizers have trained
         object.__setattr__(self, "optimizers", tuple(dict.fromkeys(names)))
         object.__setattr__(self, "baseline", baseline)
         fixed = {optimizer_spec(k).name: dict(v) for k, v in self.fixed_hparams.items()}
@@ -146,10 +149,10 @@ class Plan:
 
     def grid(self, optimizer: str) -> list[dict[str, HParamValue]]:
         """The hyperparameter settings swept for ``optimizer``, in run order (lr ascending, then weight decay)."""
-        s = optimizer_spec(optimizer)
+        s = sweep_ranges(optimizer)
         lrs = [_round(v) for v in s.grid("lr", self.lr_points)]
         wds: list[float | None] = [None]
-        if self.sweep_weight_decay and "weight_decay" in s.sweep:
+        if self.sweep_weight_decay and "weight_decay" in s:
             wds = [_round(v) for v in s.grid("weight_decay", self.wd_points)]
         fixed = dict(self.fixed_hparams.get(s.name, {}))
         out: list[dict[str, HParamValue]] = []

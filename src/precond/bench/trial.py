@@ -248,14 +248,26 @@ def _storage_key(t: torch.Tensor) -> tuple[str, int]:
     return (str(t.device), t.untyped_storage().data_ptr())
 
 
+def _plain_object(obj: object) -> bool:
+    """An instance of a non-torch class with attributes (not a class, function or module)."""
+    return (
+        hasattr(obj, "__dict__")
+        and not isinstance(obj, type)
+        and not type(obj).__module__.startswith(("torch", "builtins", "types"))
+    )
+
+
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
-    """Bytes of the distinct storages behind the tensors in ``optimizer.state`` (nested dicts/lists included).
+    """Bytes of the distinct storages behind the tensors in ``optimizer.state`` (nested dicts/lists included, and
+    the attributes of plain objects kept there, e.g. pytorch_optimizer's ``PreConditioner`` and ``Graft``).
 
     Storages are counted once, so state kept as views into shared buffers (precond's bucketed optimizers) is
-    counted at its real size; storages shared with the parameters themselves are not counted.
+    counted at its real size; storages shared with the parameters themselves are not counted. Also the step-time
+    benchmark's counter (``benchmarks/step``), for anything with ``state`` and ``param_groups``.
     """
     params = {_storage_key(p) for g in optimizer.param_groups for p in g["params"] if isinstance(p, torch.Tensor)}
     seen: dict[tuple[str, int], int] = {}
+    objects: set[int] = set()
 
     def visit(obj: Any) -> None:
         if isinstance(obj, torch.Tensor):
@@ -267,6 +279,10 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
                 visit(v)
         elif isinstance(obj, (list, tuple)):
             for v in obj:
+                visit(v)
+        elif _plain_object(obj) and id(obj) not in objects:
+            objects.add(id(obj))
+            for v in vars(obj).values():
                 visit(v)
 
     for per_param in optimizer.state.values():

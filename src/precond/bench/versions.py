@@ -49,6 +49,7 @@ UNHASHED = (
     "bench/versions.py",
     "bench/store.py",
     "bench/protocol.py",
+    "bench/tuning.py",
     "bench/report.py",
     "bench/ot/__init__.py",
     "bench/ot/output.py",

@@ -187,34 +187,39 @@ def _classification_task(
 
 
 class _CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention with separate query/key/value matrices (each one a matrix to precondition)."""
+    """Multi-head causal self-attention with separate query/key/value matrices (each one a matrix to precondition),
+    or one fused ``[3 d_model, d_model]`` matrix with ``fused_qkv``."""
 
-    def __init__(self, d_model: int, n_head: int) -> None:
+    def __init__(self, d_model: int, n_head: int, fused_qkv: bool = False, bias: bool = False) -> None:
         super().__init__()
-        self.n_head = n_head
-        self.query = nn.Linear(d_model, d_model, bias=False)
-        self.key = nn.Linear(d_model, d_model, bias=False)
-        self.value = nn.Linear(d_model, d_model, bias=False)
-        self.out = nn.Linear(d_model, d_model, bias=False)
+        self.n_head, self.fused_qkv = n_head, fused_qkv
+        if fused_qkv:
+            self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
+        else:
+            self.query = nn.Linear(d_model, d_model, bias=bias)
+            self.key = nn.Linear(d_model, d_model, bias=bias)
+            self.value = nn.Linear(d_model, d_model, bias=bias)
+        self.out = nn.Linear(d_model, d_model, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, time, width = x.shape
-        q, k, v = (
-            proj(x).view(batch, time, self.n_head, width // self.n_head).transpose(1, 2)
-            for proj in (self.query, self.key, self.value)
-        )
+        heads = (self.n_head, width // self.n_head)
+        if self.fused_qkv:
+            q, k, v = self.qkv(x).view(batch, time, 3, *heads).permute(2, 0, 3, 1, 4)
+        else:
+            q, k, v = (proj(x).view(batch, time, *heads).transpose(1, 2) for proj in (self.query, self.key, self.value))
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.out(y.transpose(1, 2).reshape(batch, time, width))
 
 
 class _Block(nn.Module):
-    def __init__(self, d_model: int, n_head: int) -> None:
+    def __init__(self, d_model: int, n_head: int, fused_qkv: bool = False, bias: bool = False) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(d_model)
-        self.attn = _CausalSelfAttention(d_model, n_head)
+        self.attn = _CausalSelfAttention(d_model, n_head, fused_qkv, bias)
         self.norm2 = nn.LayerNorm(d_model)
         self.mlp = nn.Sequential(
-            nn.Linear(d_model, 4 * d_model, bias=False), nn.GELU(), nn.Linear(4 * d_model, d_model, bias=False)
+            nn.Linear(d_model, 4 * d_model, bias=bias), nn.GELU(), nn.Linear(4 * d_model, d_model, bias=bias)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -223,21 +228,38 @@ class _Block(nn.Module):
 
 
 class CharTransformer(nn.Module):
-    """A small pre-norm decoder-only transformer over characters: ``(batch, time)`` ids to ``(batch, time, vocab)``."""
+    """A small pre-norm decoder-only transformer over characters: ``(batch, time)`` ids to ``(batch, time, vocab)``.
 
-    def __init__(self, vocab_size: int, context: int, d_model: int, n_layer: int, n_head: int) -> None:
+    The ``lm`` workload uses the defaults. ``fused_qkv`` makes the attention's query/key/value one ``[3 d, d]``
+    matrix and ``bias`` gives the blocks' linear layers biases (zero-initialised): the shapes of
+    ``benchmarks/optimizer_step.py``'s transformer. The head never has a bias.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        context: int,
+        d_model: int,
+        n_layer: int,
+        n_head: int,
+        *,
+        fused_qkv: bool = False,
+        bias: bool = False,
+    ) -> None:
         super().__init__()
         if d_model % n_head:
             raise ValueError(f"d_model={d_model} is not divisible by n_head={n_head}")
         self.tokens = nn.Embedding(vocab_size, d_model)
         self.positions = nn.Embedding(context, d_model)
-        self.blocks = nn.ModuleList(_Block(d_model, n_head) for _ in range(n_layer))
+        self.blocks = nn.ModuleList(_Block(d_model, n_head, fused_qkv, bias) for _ in range(n_layer))
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, vocab_size, bias=False)
-        # GPT-2 style: N(0, 0.02) everywhere, residual-branch outputs scaled down by sqrt(2 * n_layer).
+        # GPT-2 style: N(0, 0.02) everywhere, zero biases, residual-branch outputs scaled down by sqrt(2 * n_layer).
         for module in self.modules():
             if isinstance(module, nn.Linear | nn.Embedding):
                 nn.init.normal_(module.weight, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
         for block in self.blocks:
             assert isinstance(block, _Block)
             for residual_out in (block.attn.out, block.mlp[2]):

@@ -4,25 +4,27 @@ Each entry is an :class:`OptimizerSpec` whose ``target`` is a lazy import path (
 importing this module imports no optimizer; the class is imported by :func:`create` (or
 :meth:`OptimizerSpec.load`) the first time it is needed.
 
-========  ==============================  =========================================  ==============================
-name      target                          defaults passed by ``create``              sweep (log-grid ranges)
-========  ==============================  =========================================  ==============================
-adamw     torch.optim:AdamW               lr=1e-3, weight_decay=0.01                 lr 1e-4…1e-2, wd 1e-3…1e-1
-adafactor torch.optim:Adafactor           (torch's: lr=1e-2, relative step cap)      lr 1e-3…1e-1
-sgd       torch.optim:SGD                 lr=1e-2, momentum=0.9                      lr 1e-3…1e-1
-lion      precond.optim.lion:Lion         (class's: lr=1e-4, betas=(0.9, 0.99))      lr 1e-5…1e-3, wd 1e-2…1
-soap      precond.optim.soap:SOAP         (class's: lr=3e-3, wd=0.01)                lr 1e-3…1e-1, wd 1e-3…1e-1
-shampoo   precond.optim.shampoo:Shampoo   (class's)                                  lr 1e-4…1e-2, wd 1e-3…1e-1
-muon      precond.optim.muon:Muon         scale="match_adamw", adam_lr_ratio=1, wd   lr 3e-4…3e-2, wd 1e-3…1e-1
-mfac      precond.optim.mfac:MFAC         (class's: lr=1e-3)                         lr 1e-4…1e-2
-========  ==============================  =========================================  ==============================
+========  ==============================  =========================================
+name      target                          defaults passed by ``create``
+========  ==============================  =========================================
+adamw     torch.optim:AdamW               lr=1e-3, weight_decay=0.01
+adafactor torch.optim:Adafactor           (torch's: lr=1e-2, relative step cap)
+sgd       torch.optim:SGD                 lr=1e-2, momentum=0.9
+lion      precond.optim.lion:Lion         (class's: lr=1e-4, betas=(0.9, 0.99))
+soap      precond.optim.soap:SOAP         (class's: lr=3e-3, wd=0.01)
+shampoo   precond.optim.shampoo:Shampoo   (class's)
+muon      precond.optim.muon:Muon         scale="match_adamw", adam_lr_ratio=1, wd
+mfac      precond.optim.mfac:MFAC         (class's: lr=1e-3)
+========  ==============================  =========================================
+
+How the benchmark tunes them (the sweep ranges and their history) is benchmark policy, kept next to the benchmark
+in :mod:`precond.bench.tuning`.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -38,15 +40,13 @@ def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
 
 @dataclass(frozen=True)
 class OptimizerSpec:
-    """How to build one optimizer, and the ranges a benchmark tunes it over.
+    """How to build one optimizer.
 
     Attributes:
         name: registry key (lower case).
         target: lazy import path ``"package.module:Class"``.
         defaults: hyperparameters :func:`create` passes unless the caller overrides them (empty: the class's
             own defaults).
-        sweep: ``{hyperparameter: (low, high)}`` ranges for a log-spaced tuning grid (:meth:`grid`); always has
-            ``lr``, and ``weight_decay`` where decoupled decay matters.
         description: one line on what the optimizer does.
         paper: citation.
         named_params: the optimizer wants ``(name, tensor)`` pairs and takes an ``nn.Module`` itself (Muon
@@ -56,21 +56,12 @@ class OptimizerSpec:
     name: str
     target: str
     defaults: Mapping[str, Any] = field(default_factory=dict, hash=False)
-    sweep: Mapping[str, tuple[float, float]] = field(default_factory=dict, hash=False)
     description: str = ""
     paper: str = ""
     named_params: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "defaults", _frozen(self.defaults))
-        object.__setattr__(self, "sweep", _frozen(self.sweep))
-        if "lr" not in self.sweep:
-            raise ValueError(f"optimizer spec {self.name!r}: sweep must have an 'lr' range")
-        for key, (low, high) in self.sweep.items():
-            if not 0 < low <= high:
-                raise ValueError(
-                    f"optimizer spec {self.name!r}: sweep range {key}=({low}, {high}) must be 0 < low <= high"
-                )
 
     def load(self) -> type[torch.optim.Optimizer]:
         """Import and return the optimizer class."""
@@ -86,28 +77,12 @@ class OptimizerSpec:
         kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
         return tuple(n for n, p in signature.parameters.items() if p.kind in kinds and n not in ("self", "params"))
 
-    def grid(self, name: str, points: int) -> list[float]:
-        """``points`` log-spaced values of hyperparameter ``name`` from the low to the high end of its range
-        (both included; a single point is the geometric midpoint)."""
-        if name not in self.sweep:
-            raise ValueError(f"{self.name}: no sweep range for {name!r}; ranges: {', '.join(sorted(self.sweep))}")
-        if isinstance(points, bool) or not isinstance(points, int) or points < 1:
-            raise ValueError(f"{self.name}: invalid points={points!r}: must be an integer >= 1")
-        low, high = (math.log(v) for v in self.sweep[name])
-        if points == 1:
-            return [math.exp((low + high) / 2)]
-        return [math.exp(low + (high - low) * i / (points - 1)) for i in range(points)]
-
 
 _SPECS = (
     OptimizerSpec(
         name="adamw",
         target="torch.optim:AdamW",
         defaults={"lr": 1e-3, "weight_decay": 0.01},
-        sweep={
-            "lr": (1e-4, 1e-2),  # Adam's usable range from small MLPs to transformers
-            "weight_decay": (1e-3, 1e-1),  # decoupled decay around torch's 1e-2, a decade each side
-        },
         description="Adam with decoupled weight decay (torch's implementation); the baseline to beat.",
         paper="Loshchilov & Hutter 2019, Decoupled Weight Decay Regularization, arXiv 1711.05101",
     ),
@@ -115,9 +90,6 @@ _SPECS = (
         name="adafactor",
         target="torch.optim:Adafactor",
         defaults={},
-        sweep={
-            "lr": (1e-3, 1e-1),  # torch's lr caps the *relative* step (× RMS of the weight): a decade around 1e-2
-        },
         description="Adam with a rank-1 factored second moment and relative step sizes (torch's implementation).",
         paper="Shazeer & Stern 2018, Adafactor: Adaptive Learning Rates with Sublinear Memory Cost, arXiv 1804.04235",
     ),
@@ -125,9 +97,6 @@ _SPECS = (
         name="sgd",
         target="torch.optim:SGD",
         defaults={"lr": 1e-2, "momentum": 0.9},
-        sweep={
-            "lr": (1e-3, 1e-1),  # heavy-ball momentum 0.9 amplifies the step 10×, so an order below plain SGD's
-        },
         description="SGD with heavy-ball momentum 0.9 (torch's implementation); the plain baseline.",
         paper="Polyak 1964; Sutskever et al. 2013, On the importance of initialization and momentum in deep learning",
     ),
@@ -135,10 +104,6 @@ _SPECS = (
         name="lion",
         target="precond.optim.lion:Lion",
         defaults={},
-        sweep={
-            "lr": (1e-5, 1e-3),  # the paper: 3-10× smaller than AdamW's (every coordinate moves by lr)
-            "weight_decay": (1e-2, 1.0),  # the paper: 3-10× larger than AdamW's, to keep lr·λ
-        },
         description="Sign of an interpolated momentum with decoupled weight decay; one state tensor.",
         paper="Chen et al. 2023, Symbolic Discovery of Optimization Algorithms, arXiv 2302.06675",
     ),
@@ -146,12 +111,6 @@ _SPECS = (
         name="soap",
         target="precond.optim.soap:SOAP",
         defaults={},
-        sweep={
-            # Adam-scaled steps in a rotated basis; small models want more than the paper's 3e-3 (measured on the
-            # lm/quick workload: best 3e-2, the top of an earlier 3e-4…3e-2 range)
-            "lr": (1e-3, 1e-1),
-            "weight_decay": (1e-3, 1e-1),  # AdamW's decoupled decay, so AdamW's range
-        },
         description="Adam in the eigenbasis of Shampoo's Kronecker factors, refreshed every few steps.",
         paper="Vyas et al. 2024, SOAP: Improving and Stabilizing Shampoo using Adam, arXiv 2409.11321",
     ),
@@ -159,10 +118,6 @@ _SPECS = (
         name="shampoo",
         target="precond.optim.shampoo:Shampoo",
         defaults={},
-        sweep={
-            "lr": (1e-4, 1e-2),  # Adam-grafted step sizes, so AdamW's range
-            "weight_decay": (1e-3, 1e-1),  # decoupled decay as in AdamW
-        },
         description="Kronecker-factored preconditioner L^(-1/4) G R^(-1/4) with Adam grafting.",
         paper="Gupta, Koren & Singer 2018, Shampoo: Preconditioned Stochastic Tensor Optimization, arXiv 1802.09568",
     ),
@@ -172,12 +127,6 @@ _SPECS = (
         # Moonshot's recipe (arXiv 2502.16982): updates scaled to AdamW's RMS, so one AdamW-like lr serves the
         # Muon matrices and the AdamW params (embeddings, head, gains) alike, and a one-knob lr sweep is fair.
         defaults={"scale": "match_adamw", "adam_lr_ratio": 1.0, "weight_decay": 0.01, "adam_weight_decay": 0.01},
-        sweep={
-            # AdamW-like (match_adamw scaling), shifted up: measured on lm/quick, the best was 1e-2, the top of an
-            # earlier 1e-4…1e-2 range
-            "lr": (3e-4, 3e-2),
-            "weight_decay": (1e-3, 1e-1),  # decoupled decay as in AdamW
-        },
         description="Momentum orthogonalised by Newton-Schulz for 2-D weights; AdamW for the rest (chosen by name).",
         paper="Jordan et al. 2024, Muon: An optimizer for hidden layers in neural networks (kellerjordan.github.io)",
         named_params=True,
@@ -186,9 +135,6 @@ _SPECS = (
         name="mfac",
         target="precond.optim.mfac:MFAC",
         defaults={},
-        sweep={
-            "lr": (1e-4, 1e-2),  # u = F̂⁻¹g scales like m/|g|, not like g: a decade around the class's 1e-3
-        },
         description="Matrix-free inverse empirical Fisher from a window of past gradients (dynamic algorithm).",
         paper="Frantar, Kurtic & Alistarh 2021, M-FAC: Efficient Matrix-Free Approximations of Second-Order "
         "Information, arXiv 2107.03356",

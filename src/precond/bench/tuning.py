@@ -1,0 +1,145 @@
+"""Benchmark policy: the ranges ``precond bench`` tunes each registry optimizer over, and why.
+
+The registry (:mod:`precond.optim.registry`) says how to *build* an optimizer; this module says how the benchmark
+*tunes* it: per registry name, ``{hyperparameter: (low, high)}`` ranges for a log-spaced grid
+(:meth:`SweepRanges.grid`). Every entry has ``lr``, and ``weight_decay`` where decoupled decay matters. The comments
+record where each range comes from and how it was moved after a measurement.
+
+========  =====================================  ===========================
+name      lr                                     weight_decay
+========  =====================================  ===========================
+adamw     1e-4…1e-2                              1e-3…1e-1
+adafactor 1e-3…1e-1 (relative step cap)         --
+sgd       1e-3…1e-1                              --
+lion      1e-5…1e-3                              1e-2…1
+soap      1e-3…1e-1                              1e-3…1e-1
+shampoo   1e-4…1e-2                              1e-3…1e-1
+muon      3e-4…3e-2 (``match_adamw`` scaling)    1e-3…1e-1
+mfac      1e-4…1e-2                              --
+========  =====================================  ===========================
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from precond.optim.registry import spec as optimizer_spec
+
+__all__ = ["TUNING", "SweepRanges", "sweep_ranges"]
+
+
+@dataclass(frozen=True)
+class SweepRanges:
+    """The tuning ranges of one registry optimizer.
+
+    Attributes:
+        name: registry key (lower case).
+        ranges: ``{hyperparameter: (low, high)}``, ``0 < low <= high``; always has ``lr``.
+    """
+
+    name: str
+    ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ranges", MappingProxyType(dict(self.ranges)))
+        if "lr" not in self.ranges:
+            raise ValueError(f"sweep ranges of {self.name!r}: must have an 'lr' range")
+        for key, (low, high) in self.ranges.items():
+            if not 0 < low <= high:
+                raise ValueError(f"sweep ranges of {self.name!r}: {key}=({low}, {high}) must be 0 < low <= high")
+
+    def __contains__(self, hyperparameter: object) -> bool:
+        return hyperparameter in self.ranges
+
+    def grid(self, hyperparameter: str, points: int) -> list[float]:
+        """``points`` log-spaced values of ``hyperparameter`` from the low to the high end of its range (both
+        included; a single point is the geometric midpoint)."""
+        if hyperparameter not in self.ranges:
+            raise ValueError(
+                f"{self.name}: no sweep range for {hyperparameter!r}; ranges: {', '.join(sorted(self.ranges))}"
+            )
+        if isinstance(points, bool) or not isinstance(points, int) or points < 1:
+            raise ValueError(f"{self.name}: invalid points={points!r}: must be an integer >= 1")
+        low, high = (math.log(v) for v in self.ranges[hyperparameter])
+        if points == 1:
+            return [math.exp((low + high) / 2)]
+        return [math.exp(low + (high - low) * i / (points - 1)) for i in range(points)]
+
+
+_RANGES = (
+    SweepRanges(
+        "adamw",
+        {
+            "lr": (1e-4, 1e-2),  # Adam's usable range from small MLPs to transformers
+            "weight_decay": (1e-3, 1e-1),  # decoupled decay around torch's 1e-2, a decade each side
+        },
+    ),
+    SweepRanges(
+        "adafactor",
+        {
+            "lr": (1e-3, 1e-1),  # torch's lr caps the *relative* step (× RMS of the weight): a decade around 1e-2
+        },
+    ),
+    SweepRanges(
+        "sgd",
+        {
+            "lr": (1e-3, 1e-1),  # heavy-ball momentum 0.9 amplifies the step 10×, so an order below plain SGD's
+        },
+    ),
+    SweepRanges(
+        "lion",
+        {
+            "lr": (1e-5, 1e-3),  # the paper: 3-10× smaller than AdamW's (every coordinate moves by lr)
+            "weight_decay": (1e-2, 1.0),  # the paper: 3-10× larger than AdamW's, to keep lr·λ
+        },
+    ),
+    SweepRanges(
+        "soap",
+        {
+            # Adam-scaled steps in a rotated basis; small models want more than the paper's 3e-3 (measured on the
+            # lm/quick workload: best 3e-2, the top of an earlier 3e-4…3e-2 range)
+            "lr": (1e-3, 1e-1),
+            "weight_decay": (1e-3, 1e-1),  # AdamW's decoupled decay, so AdamW's range
+        },
+    ),
+    SweepRanges(
+        "shampoo",
+        {
+            "lr": (1e-4, 1e-2),  # Adam-grafted step sizes, so AdamW's range
+            "weight_decay": (1e-3, 1e-1),  # decoupled decay as in AdamW
+        },
+    ),
+    SweepRanges(
+        "muon",
+        {
+            # AdamW-like (the registry's match_adamw scaling), shifted up: measured on lm/quick, the best was 1e-2,
+            # the top of an earlier 1e-4…1e-2 range
+            "lr": (3e-4, 3e-2),
+            "weight_decay": (1e-3, 1e-1),  # decoupled decay as in AdamW
+        },
+    ),
+    SweepRanges(
+        "mfac",
+        {
+            "lr": (1e-4, 1e-2),  # u = F̂⁻¹g scales like m/|g|, not like g: a decade around the class's 1e-3
+        },
+    ),
+)
+
+#: The tuning ranges of every registry optimizer, by lower-case registry name.
+TUNING: Mapping[str, SweepRanges] = MappingProxyType({r.name: r for r in _RANGES})
+
+
+def sweep_ranges(name: str) -> SweepRanges:
+    """The :class:`SweepRanges` of registry optimizer ``name`` (case-insensitive); ``ValueError`` if the registry
+    does not know it, or if the benchmark has no tuning ranges for it yet."""
+    key = optimizer_spec(name).name
+    if key not in TUNING:
+        raise ValueError(
+            f"optimizer {key!r} has no tuning ranges: add a SweepRanges entry to precond.bench.tuning "
+            f"(known: {', '.join(sorted(TUNING))})"
+        )
+    return TUNING[key]
