@@ -138,7 +138,7 @@ def edge_warnings(summary: Summary) -> list[str]:
             out.append(
                 f"  warning: {o.optimizer}'s best lr {best:.3g} is the {side} of its grid "
                 f"({lrs[0]:.3g}…{lrs[-1]:.3g}); the tuned optimum may lie beyond it (more --lr-points or a wider "
-                "range in the registry)."
+                "range in precond.bench.tuning)."
             )
     return out
 
