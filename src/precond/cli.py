@@ -283,8 +283,8 @@ def bench_run(args: argparse.Namespace) -> int:
         print(f"workload {workload.name}/{workload.preset}: {workload.description}")
         print(f"data: {workload.data}")
         print(
-            f"protocol: {plan.lr_points} learning rates per optimizer over its range in precond.bench.tuning, {workload.steps} "
-            f"steps each (warmup {workload.warmup}, cosine decay), best by final validation loss, winners rerun "
+            f"protocol: {plan.lr_points} learning rates per optimizer over its range in precond.bench.tuning, "
+            f"{workload.steps} steps each (warmup {workload.warmup}, cosine decay), best by final validation loss, winners rerun "
             f"with {plan.seeds} seeds; target = {plan.baseline}'s mean final loss"
         )
         now = RunConditions.now()
