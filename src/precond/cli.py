@@ -284,8 +284,8 @@ def bench_run(args: argparse.Namespace) -> int:
         print(f"data: {workload.data}")
         print(
             f"protocol: {plan.lr_points} learning rates per optimizer over its range in precond.bench.tuning, "
-            f"{workload.steps} steps each (warmup {workload.warmup}, cosine decay), best by final validation loss, winners rerun "
-            f"with {plan.seeds} seeds; target = {plan.baseline}'s mean final loss"
+            f"{workload.steps} steps each (warmup {workload.warmup}, cosine decay), best by final validation loss, "
+            f"winners rerun with {plan.seeds} seeds; target = {plan.baseline}'s mean final loss"
         )
         now = RunConditions.now()
         print(f"machine: {now.describe()}")
