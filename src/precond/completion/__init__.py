@@ -5,11 +5,26 @@
 >>> res.predict(test_rows, test_cols), res.history[-1], res.converged                # doctest: +SKIP
 
 Built so far (issue 12, first slice): the exact solver, biases, ALS-WR scaling, the estimator
-:class:`MatrixCompletion`.  Needs only torch and NumPy; SciPy and scikit-learn are imported lazily.
+:class:`MatrixCompletion`.  Needs only torch and NumPy: SciPy is imported by :func:`from_scipy` only, and
+scikit-learn when ``MatrixCompletion`` is first accessed.
 """
 
-from precond.completion.complete import SOLVERS, complete, from_scipy
-from precond.completion.estimator import MatrixCompletion
-from precond.completion.result import CompletionResult, HistoryEntry
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from precond.completion._complete import SOLVERS, complete, from_scipy
+from precond.completion._result import CompletionResult, HistoryEntry
+
+if TYPE_CHECKING:
+    from precond.completion._estimator import MatrixCompletion
 
 __all__ = ["SOLVERS", "CompletionResult", "HistoryEntry", "MatrixCompletion", "complete", "from_scipy"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "MatrixCompletion":  # lazy: scikit-learn is needed only for the estimator
+        from precond.completion._estimator import MatrixCompletion
+
+        return MatrixCompletion
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

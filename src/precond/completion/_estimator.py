@@ -1,4 +1,5 @@
-"""``MatrixCompletion``: a scikit-learn-style estimator around :func:`precond.completion.complete`."""
+"""``MatrixCompletion``: a scikit-learn estimator around :func:`precond.completion.complete` (needs scikit-learn;
+:mod:`precond.completion` imports this module only when ``MatrixCompletion`` is first used)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator
 
-from precond.completion.complete import complete, from_scipy
-from precond.completion.result import CompletionResult
+from precond.completion._complete import complete, from_scipy
+from precond.completion._result import CompletionResult
 
 
 def _observations(X: Any, shape: tuple[int, int] | None) -> tuple[Any, Any, Any, tuple[int, int]]:
@@ -27,16 +29,7 @@ def _observations(X: Any, shape: tuple[int, int] | None) -> tuple[Any, Any, Any,
     return rows, cols, values, sparse_shape
 
 
-def _base() -> type:
-    # scikit-learn is optional: import it lazily, and fall back to ``object`` without it.
-    try:
-        from sklearn.base import BaseEstimator
-    except ImportError:  # pragma: no cover - scikit-learn is installed in the test environment
-        return object
-    return BaseEstimator
-
-
-class MatrixCompletion(_base()):  # type: ignore[misc]
+class MatrixCompletion(BaseEstimator):  # type: ignore[misc]
     """Low-rank matrix completion by ALS with exact row solves; parameters as in :func:`~precond.completion.complete`.
 
     ``fit(X)`` takes a SciPy sparse matrix (every stored entry is an observation) or a tuple

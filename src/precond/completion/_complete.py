@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from precond.completion._init import spectral_init
+from precond.completion._result import CompletionResult, HistoryEntry
 from precond.completion._solve import RowIndex, ridge_rows
 from precond.completion._validate import (
     DUPLICATES,
@@ -19,7 +20,6 @@ from precond.completion._validate import (
     check_real,
     check_shape,
 )
-from precond.completion.result import CompletionResult, HistoryEntry
 
 #: Row solvers offered now.  The issue's approximate solvers (``"sketch_cg"``, ``"cg"``, ``"auto"``) are not built.
 SOLVERS = ("exact",)
