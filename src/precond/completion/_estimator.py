@@ -29,7 +29,7 @@ def _observations(X: Any, shape: tuple[int, int] | None) -> tuple[Any, Any, Any,
     return rows, cols, values, sparse_shape
 
 
-class MatrixCompletion(BaseEstimator):  # type: ignore[misc]
+class MatrixCompletion(BaseEstimator):
     """Low-rank matrix completion by ALS with exact row solves; parameters as in :func:`~precond.completion.complete`.
 
     ``fit(X)`` takes a SciPy sparse matrix (every stored entry is an observation) or a tuple
