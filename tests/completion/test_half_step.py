@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from precond.completion import complete
+from precond.completion._biases import fit_biases
 from precond.completion._init import spectral_init
 from precond.completion._solve import RowIndex, ridge_rows
 
@@ -23,6 +24,19 @@ def _dense_ridge(rows: np.ndarray, cols: np.ndarray, t: np.ndarray, W: np.ndarra
         b = np.concatenate([t[sel], np.zeros(d)])
         out[i] = np.linalg.lstsq(A, b, rcond=None)[0]
     return out
+
+
+def _dense_baseline(
+    rows: np.ndarray, cols: np.ndarray, t: np.ndarray, lam_r: np.ndarray, lam_c: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bias-only ridge model ``t_ij ≈ b_i + c_j`` as one dense ``lstsq`` over all ``m + n`` unknowns."""
+    m, n = lam_r.size, lam_c.size
+    A = np.zeros((rows.size, m + n))
+    A[np.arange(rows.size), rows] = 1
+    A[np.arange(rows.size), m + cols] = 1
+    A = np.vstack([A, np.diag(np.sqrt(np.concatenate([lam_r, lam_c])))])
+    x = np.linalg.lstsq(A, np.concatenate([t, np.zeros(m + n)]), rcond=None)[0]
+    return x[:m], x[m:]
 
 
 def _tiny(seed: int, m: int = 9, n: int = 7, count: int = 30) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -57,12 +71,34 @@ def test_first_iteration_is_two_dense_ridge_half_steps(biases: bool, reg_scaling
     res = complete(rows, cols, v, (m, n), k, reg=reg, max_iter=1, biases=biases, reg_scaling=reg_scaling, seed=5)
     mean = v.mean() if biases else 0.0
     V0 = spectral_init(
-        torch.as_tensor(rows), torch.as_tensor(cols), torch.as_tensor(v - mean), (m, n), k, torch.Generator().manual_seed(5)
+        torch.as_tensor(rows),
+        torch.as_tensor(cols),
+        torch.as_tensor(v - mean),
+        (m, n),
+        k,
+        torch.Generator().manual_seed(5),
     ).numpy()
     scale_r = np.bincount(rows, minlength=m) if reg_scaling == "count" else np.ones(m)
     scale_c = np.bincount(cols, minlength=n) if reg_scaling == "count" else np.ones(n)
     if biases:
-        X = _dense_ridge(rows, cols, v - mean, np.hstack([V0, np.ones((n, 1))]), reg * scale_r)
+        # the warm start of the biases (checked against a dense solve in the next test), then the two half-steps
+        b0_t, c0_t = fit_biases(
+            torch.as_tensor(rows),
+            torch.as_tensor(cols),
+            torch.as_tensor(v - mean),
+            (torch.as_tensor(np.bincount(rows, minlength=m)), torch.as_tensor(np.bincount(cols, minlength=n))),
+            (torch.as_tensor(reg * scale_r, dtype=torch.float64), torch.as_tensor(reg * scale_c, dtype=torch.float64)),
+        )
+        b0, c0 = b0_t.numpy(), c0_t.numpy()
+        V0 = spectral_init(
+            torch.as_tensor(rows),
+            torch.as_tensor(cols),
+            torch.as_tensor(v - mean - b0[rows] - c0[cols]),
+            (m, n),
+            k,
+            torch.Generator().manual_seed(5),
+        ).numpy()
+        X = _dense_ridge(rows, cols, v - mean - c0[cols], np.hstack([V0, np.ones((n, 1))]), reg * scale_r)
         U, b = X[:, :k], X[:, k]
         Y = _dense_ridge(cols, rows, v - mean - b[rows], np.hstack([U, np.ones((m, 1))]), reg * scale_c)
         V, c = Y[:, :k], Y[:, k]
@@ -94,3 +130,28 @@ def test_spectral_init_spans_the_rescaled_matrix_top_subspace() -> None:
     proj = V0.numpy() @ np.linalg.pinv(V0.numpy())
     assert np.linalg.norm(proj - vt[:k].T @ vt[:k], 2) <= 1e-3
     np.testing.assert_allclose(np.linalg.norm(V0.numpy(), axis=0) ** 2, s[:k], rtol=1e-3)
+
+
+@pytest.mark.parametrize("reg_scaling", ["none", "count"])
+def test_bias_warm_start_equals_dense_baseline_solve(reg_scaling: str) -> None:
+    m, n, reg = 9, 7, 0.4
+    rows, cols, v = _tiny(3, m, n, 40)
+    cnt_r, cnt_c = np.bincount(rows, minlength=m), np.bincount(cols, minlength=n)
+    lam_r = reg * (cnt_r if reg_scaling == "count" else np.ones(m))
+    lam_c = reg * (cnt_c if reg_scaling == "count" else np.ones(n))
+    args = (
+        torch.as_tensor(rows),
+        torch.as_tensor(cols),
+        torch.as_tensor(v - v.mean()),
+        (torch.as_tensor(cnt_r), torch.as_tensor(cnt_c)),
+        (torch.as_tensor(lam_r), torch.as_tensor(lam_c)),
+    )
+    b, c = fit_biases(*args)
+    b0, c0 = _dense_baseline(rows, cols, v - v.mean(), lam_r, lam_c)
+    # a warm start: the default sweeps stop on a small change (block Gauss–Seidel converges linearly) ...
+    np.testing.assert_allclose(b.numpy(), b0, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(c.numpy(), c0, rtol=0, atol=1e-6)
+    # ... and converge to the dense solution
+    b, c = fit_biases(*args, max_sweeps=5000, rtol=1e-15)
+    np.testing.assert_allclose(b.numpy(), b0, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(c.numpy(), c0, rtol=0, atol=1e-10)

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from precond.completion._biases import fit_biases
 from precond.completion._init import spectral_init
 from precond.completion._result import CompletionResult, HistoryEntry
 from precond.completion._solve import RowIndex, ridge_rows
@@ -57,7 +58,8 @@ def complete(
     scaling); ``μ`` is the observed mean and the biases are present only with ``biases=True`` (otherwise nothing is
     centered, so an exactly rank-``k`` matrix stays rank ``k``).
 
-    Start: ``V`` from a randomized truncated SVD of the ``|Ω|/(mn)``-rescaled observed matrix (of ``r − μ`` with
+    Start: with biases, ``b, c`` of the bias-only ridge model (:mod:`precond.completion._biases`); then ``V`` from a
+    randomized truncated SVD of the ``|Ω|/(mn)``-rescaled observed matrix of ``r − μ − b_i − c_j`` (of ``r`` without
     biases), see :mod:`precond.completion._init`.  Each iteration solves every row's ``(u_i, b_i)`` exactly given
     ``V, c`` (batched Cholesky on the normal equations), then every column's ``(v_j, c_j)`` given ``U, b``; the
     objective never increases.  It stops when the objective's relative decrease is ``≤ tol`` or it reaches the
@@ -125,11 +127,13 @@ def complete(
     else:
         lam_u = torch.full((m,), reg, dtype=dt, device=device)
         lam_v = torch.full((n,), reg, dtype=dt, device=device)
+    if biases:
+        b, cb = fit_biases(r, c, centered, (by_row.counts, by_col.counts), (lam_u, lam_v))
+    else:
+        b, cb = torch.zeros(m, dtype=dt, device=device), torch.zeros(n, dtype=dt, device=device)
     generator = torch.Generator().manual_seed(seed)
-    V = spectral_init(r, c, centered, (m, n), k, generator)
+    V = spectral_init(r, c, centered - b[r] - cb[c], (m, n), k, generator)
     U = torch.zeros(m, k, dtype=dt, device=device)
-    b = torch.zeros(m, dtype=dt, device=device)
-    cb = torch.zeros(n, dtype=dt, device=device)
     ones_m, ones_n = torch.ones(m, 1, dtype=dt, device=device), torch.ones(n, 1, dtype=dt, device=device)
     floor = (16 * torch.finfo(dt).eps) ** 2 * float(centered.double().square().sum())
 
