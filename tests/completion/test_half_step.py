@@ -13,7 +13,7 @@ from precond.completion._solve import RowIndex, ridge_rows
 
 
 def _dense_ridge(rows: np.ndarray, cols: np.ndarray, t: np.ndarray, W: np.ndarray, lam: np.ndarray) -> np.ndarray:
-    """Row ``i``: ``lstsq([W[cols of i]; √λ_i I], [t_i; 0])``, one small dense problem per row (min-norm if singular)."""
+    """Row ``i``: ``lstsq([W[cols of i]; √λ_i I], [t_i; 0])``, one dense problem per row (min-norm if singular)."""
     m, d = lam.size, W.shape[1]
     out = np.zeros((m, d))
     for i in range(m):

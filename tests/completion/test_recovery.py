@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -36,7 +38,7 @@ def test_objective_never_increases() -> None:
     for it in range(1, 8):
         res = complete(rows, cols, M[rows, cols], (m, n), k, reg=0.5, tol=0.0, max_iter=it, biases=True)
         objectives.append(res.objective)
-    assert all(b <= a * (1 + 1e-12) for a, b in zip(objectives, objectives[1:]))
+    assert all(b <= a * (1 + 1e-12) for a, b in itertools.pairwise(objectives))
 
 
 def test_noise_gives_error_proportional_to_noise() -> None:
