@@ -5,8 +5,11 @@
 >>> res.predict(test_rows, test_cols), res.history[-1], res.converged                # doctest: +SKIP
 
 Built so far (issue 12, first slice): the exact solver, biases, ALS-WR scaling, the estimator
-:class:`MatrixCompletion`.  Needs only torch and NumPy: SciPy is imported by :func:`from_scipy` only, and
-scikit-learn when ``MatrixCompletion`` is first accessed.
+:class:`MatrixCompletion`.  Not offered yet: the approximate row solvers (``"sketch_cg"``, ``"cg"``, ``"auto"``),
+incoherence trimming, the paper's sample-splitting mode, ``transform``, the distributed solve.
+
+Needs only torch and NumPy: SciPy is imported by :func:`from_scipy` only, and scikit-learn when
+``MatrixCompletion`` is first accessed.
 """
 
 from __future__ import annotations

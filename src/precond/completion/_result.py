@@ -11,7 +11,7 @@ from precond.completion._validate import check_index
 
 #: One row of :attr:`CompletionResult.history`: ``(iteration, train_rmse, validation_rmse, seconds)``;
 #: ``validation_rmse`` is ``None`` without validation data, ``seconds`` is wall-clock since the call started.
-HistoryEntry = tuple[int, float, "float | None", float]
+HistoryEntry = tuple[int, float, float | None, float]
 
 
 @dataclass(frozen=True)
