@@ -49,7 +49,7 @@ def test_predict_equals_the_function_api_and_survives_pickle(data, biases: bool)
     qr, qc = np.nonzero(np.ones((M_, N_)))
     pred = est.predict(qr, qc)
     assert isinstance(pred, np.ndarray) and pred.dtype == np.float64
-    np.testing.assert_array_equal(pred, res.predict(qr, qc).numpy())
+    np.testing.assert_array_equal(pred, res.predict(qr, qc))
     assert est.n_iter_ == res.iterations and est.shape_ == (M_, N_)
     again = pickle.loads(pickle.dumps(est))
     np.testing.assert_array_equal(again.predict(qr, qc), pred)

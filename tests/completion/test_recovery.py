@@ -65,7 +65,7 @@ def test_validation_rmse_is_recorded_and_matches_predict() -> None:
     vr, vc = np.nonzero(np.ones((m, n)))
     res = complete(rows, cols, M[rows, cols], (m, n), k, reg=0.1, validation=(vr, vc, M[vr, vc]), max_iter=5)
     assert all(h[2] is not None for h in res.history)
-    pred = res.predict(vr, vc).numpy()
+    pred = res.predict(vr, vc)
     assert res.history[-1][2] == pytest.approx(float(np.sqrt(np.mean((pred - M[vr, vc]) ** 2))), rel=1e-10)
     assert all(h[3] >= 0 for h in res.history)
 
@@ -80,7 +80,7 @@ def test_float32_runs_and_stays_finite(biases: bool) -> None:
     assert res.converged
     assert res.U.dtype == res.V.dtype == torch.float32
     assert torch.isfinite(res.U).all() and torch.isfinite(res.V).all()
-    full = res.predict(*np.nonzero(np.ones((m, n)))).double().numpy().reshape(m, n)
+    full = res.predict(*np.nonzero(np.ones((m, n)))).astype(np.float64).reshape(m, n)
     assert np.linalg.norm(full - M) / np.linalg.norm(M) <= 1e-3
     if biases:
         assert res.row_bias is not None and res.row_bias.dtype == torch.float32
@@ -97,3 +97,19 @@ def test_dtype_argument_and_torch_inputs() -> None:
     assert a.U.dtype == torch.float32 and b.U.dtype == torch.float64
     torch.testing.assert_close(b.U, c.U, rtol=0, atol=0)
     torch.testing.assert_close(a.U.double(), b.U, rtol=1e-3, atol=1e-3)
+
+
+def test_predict_returns_the_index_type_it_was_given() -> None:
+    """NumPy (or list) indices give a NumPy array, torch indices a tensor on the factors' device; same values."""
+    m, n, k = 40, 30, 2
+    rng = np.random.default_rng(3)
+    truth = rng.normal(size=(m, k)) @ rng.normal(size=(k, n))
+    rows, cols = np.nonzero(rng.random((m, n)) < 0.5)
+    res = complete(rows, cols, truth[rows, cols], (m, n), k, reg=1e-8)
+    as_numpy = res.predict(rows[:5], cols[:5])
+    as_list = res.predict(rows[:5].tolist(), cols[:5].tolist())
+    as_torch = res.predict(torch.as_tensor(rows[:5]), torch.as_tensor(cols[:5]))
+    assert isinstance(as_numpy, np.ndarray) and isinstance(as_list, np.ndarray)
+    assert isinstance(as_torch, torch.Tensor) and as_torch.device == res.U.device
+    np.testing.assert_array_equal(as_numpy, as_torch.numpy())
+    np.testing.assert_allclose(as_numpy, truth[rows[:5], cols[:5]], rtol=1e-6, atol=1e-6)

@@ -93,4 +93,4 @@ class MatrixCompletion(BaseEstimator):
         """Predicted entries at ``(rows[t], cols[t])`` as a NumPy array (see :meth:`CompletionResult.predict`)."""
         if not hasattr(self, "result_"):
             raise ValueError("this MatrixCompletion is not fitted yet; call `fit(X)` first")
-        return self.result_.predict(rows, cols).cpu().numpy()
+        return np.asarray(self.result_._predict(rows, cols).cpu().numpy())

@@ -51,8 +51,15 @@ class CompletionResult:
     reg: float
     reg_scaling: str
 
-    def predict(self, rows: Any, cols: Any) -> torch.Tensor:
-        """Predicted entries at ``(rows[t], cols[t])``; a cold-start row or column contributes only its biases."""
+    def predict(self, rows: Any, cols: Any) -> Any:
+        """Predicted entries at ``(rows[t], cols[t])``; a cold-start row or column contributes only its biases.
+
+        A torch tensor (on the factors' device) when ``rows`` or ``cols`` is one, else a NumPy array."""
+        if not isinstance(rows, torch.Tensor) and not isinstance(cols, torch.Tensor):
+            return self._predict(rows, cols).cpu().numpy()
+        return self._predict(rows, cols)
+
+    def _predict(self, rows: Any, cols: Any) -> torch.Tensor:
         r = check_index(rows, "rows", self.shape[0], "row").to(self.U.device)
         c = check_index(cols, "cols", self.shape[1], "column").to(self.U.device)
         if r.numel() != c.numel():
