@@ -15,9 +15,11 @@ def _problem(
     g = torch.Generator().manual_seed(seed)
     seg = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
     scale = torch.logspace(0, -torch.log10(torch.tensor(cond)).item(), d, dtype=torch.float64)
-    A = torch.randn(seg.numel(), d, generator=g, dtype=torch.float64) @ torch.linalg.qr(
-        torch.randn(d, d, generator=g, dtype=torch.float64)
-    ).Q * scale
+    A = (
+        torch.randn(seg.numel(), d, generator=g, dtype=torch.float64)
+        @ torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64)).Q
+        * scale
+    )
     lam = torch.rand(len(counts), generator=g, dtype=torch.float64) * 1e-3
     return seg, A, lam
 
