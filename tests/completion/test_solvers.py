@@ -175,3 +175,17 @@ def test_noisy_float32_problem_stays_finite_and_close_to_exact() -> None:
 def test_bad_solver_names_all_four(bad: object) -> None:
     with pytest.raises(ValueError, match=r"`solver` must be one of 'auto', 'exact', 'sketch_cg', 'cg', got"):
         complete([0, 1], [1, 0], [1.0, 2.0], (2, 2), 1, solver=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("solver", ["cg", "sketch_cg", "auto"])
+def test_estimator_passes_the_solver_through(solver: str) -> None:
+    from precond.completion import MatrixCompletion
+
+    M = low_rank(40, 30, 2, seed=6)
+    rows, cols = sample(40, 30, 500, seed=6, min_per_line=2)
+    est = MatrixCompletion(rank=2, reg=0.01, solver=solver, max_iter=30).fit((rows, cols, M[rows, cols]))
+    exact = MatrixCompletion(rank=2, reg=0.01, solver="exact", max_iter=30).fit((rows, cols, M[rows, cols]))
+    assert est.get_params()["solver"] == solver
+    np.testing.assert_allclose(
+        np.asarray(est.predict(rows, cols)), np.asarray(exact.predict(rows, cols)), rtol=0, atol=1e-3
+    )
