@@ -51,8 +51,8 @@ def _call(**changes: Any) -> Any:
         ({"tol": -1.0}, ValueError, r"`tol` must be ≥ 0"),
         ({"max_iter": 0}, ValueError, r"`max_iter` must be an integer ≥ 1"),
         ({"seed": -1}, ValueError, r"`seed` must be an integer ≥ 0"),
-        ({"solver": "sketch_cg"}, ValueError, r"`solver` must be one of 'exact' \(the solvers built so far\)"),
-        ({"solver": "auto"}, ValueError, r"`solver` must be one of 'exact'"),
+        ({"solver": "lsqr"}, ValueError, r"`solver` must be one of 'auto', 'exact', 'sketch_cg', 'cg', got 'lsqr'"),
+        ({"solver": 3}, ValueError, r"`solver` must be one of 'auto', 'exact', 'sketch_cg', 'cg'"),
         ({"biases": 1}, TypeError, r"`biases` must be True or False"),
         ({"reg_scaling": "als-wr"}, ValueError, r"`reg_scaling` must be one of 'none', 'count'"),
         ({"duplicates": "sum"}, ValueError, r"`duplicates` must be one of 'error', 'mean'"),
@@ -68,7 +68,7 @@ def test_bad_input_names_the_argument(changes: dict[str, Any], error: type[Excep
 
 
 def test_solvers_offered_now() -> None:
-    assert SOLVERS == ("exact",)
+    assert SOLVERS == ("auto", "exact", "sketch_cg", "cg")
 
 
 def test_duplicates_mean_averages_repeated_pairs() -> None:

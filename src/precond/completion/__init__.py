@@ -1,12 +1,13 @@
-"""Low-rank matrix completion: alternating ridge least squares with exact batched-Cholesky row solves.
+"""Low-rank matrix completion: alternating ridge least squares with exact (batched Cholesky) or approximate
+(matrix-free CG, sketch-preconditioned CG, per-row ``"auto"``) row solves.
 
 >>> from precond.completion import complete
 >>> res = complete(rows, cols, values, shape=(m, n), rank=8, reg=0.1, biases=True)   # doctest: +SKIP
 >>> res.predict(test_rows, test_cols), res.history[-1], res.converged                # doctest: +SKIP
 
-Built so far (issue 12, first slice): the exact solver, biases, ALS-WR scaling, the estimator
-:class:`MatrixCompletion`.  Not offered yet: the approximate row solvers (``"sketch_cg"``, ``"cg"``, ``"auto"``),
-incoherence trimming, the paper's sample-splitting mode, ``transform``, the distributed solve.
+Built so far (issue 12): the exact and approximate solvers, biases, ALS-WR scaling, the estimator
+:class:`MatrixCompletion`.  Not offered yet: incoherence trimming, the paper's sample-splitting mode,
+``transform``, the distributed solve.
 
 Needs only torch and NumPy: SciPy is imported by :func:`from_scipy` only, and scikit-learn when
 ``MatrixCompletion`` is first accessed.
@@ -17,12 +18,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from precond.completion._complete import SOLVERS, complete, from_scipy
-from precond.completion._result import CompletionResult, HistoryEntry
+from precond.completion._result import CompletionResult, HistoryEntry, SolveEntry
 
 if TYPE_CHECKING:
     from precond.completion._estimator import MatrixCompletion
 
-__all__ = ["SOLVERS", "CompletionResult", "HistoryEntry", "MatrixCompletion", "complete", "from_scipy"]
+__all__ = ["SOLVERS", "CompletionResult", "HistoryEntry", "MatrixCompletion", "SolveEntry", "complete", "from_scipy"]
 
 
 def __getattr__(name: str) -> Any:

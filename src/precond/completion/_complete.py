@@ -1,4 +1,30 @@
-"""``complete``: low-rank matrix completion by alternating ridge least squares (ALS) with exact row solves."""
+"""``complete``: low-rank matrix completion by alternating ridge least squares (ALS), exact or approximate row solves.
+
+Row solvers (``solver=``), all batched over rows (:mod:`._solve`):
+
+* ``"exact"``: batched Cholesky on the ``d × d`` normal equations, ``O(|Ω| d² + m d³)`` per half-step.
+* ``"cg"``: matrix-free batched CG on ``(W_iᵀW_i + λ_i I) x = W_iᵀ t_i``, warm-started from the previous iterate,
+  ``O(|Ω| d)`` per CG iteration; the iteration count depends on ``κ(W_i)``.
+* ``"sketch_cg"``: the same CG preconditioned per row by ``(R_iᵀR_i)⁻¹``, ``R_i`` from the QR of
+  ``[S_i W_i; √λ_i I]`` with a sparse sign sketch of ``s = SKETCH_FACTOR · d`` rows (Gu–Song–Yin–Zhang, ICLR 2024,
+  "FastMultiReg"): ``O(SKETCH_NNZ · |Ω| d)`` for the sketches plus ``O(m (s + d) d²)`` for the QRs (the paper's
+  ``n k³`` term, not avoided), then a ``κ(W_i)``-independent number of ``O(|Ω| d)`` iterations.
+* ``"auto"``: per row, ``"exact"`` where ``|Ω_i| ≤ AUTO_RATIO · d`` (a sketch of ``4d`` rows would not shrink the
+  row, and ``|Ω_i| d² ≤ 4 d³`` is no more than the QR of the sketch) or on a side whose design width ``d`` is below
+  ``AUTO_MIN_WIDTH`` (the Cholesky's ``|Ω_i| d²`` is then comparable to a few CG sweeps); ``"sketch_cg"`` elsewhere
+  (heavy rows).
+
+Tolerance schedule of the CG solves at outer iteration ``t = 1, 2, …``:
+
+    tol_t = max(tol_min, CG_TOL_START · CG_TOL_RATE^(t−1)),   tol_min = max(CG_TOL_FLOOR, 100 ε_dtype),
+
+a relative residual per row, capped at ``CG_MAX_ITER_FACTOR · d + 10`` iterations.  Gu–Song–Yin–Zhang (2024,
+Thm. 4.2 and its regression-solver appendix) need each approximate regression accurate to an ``ε_reg`` polynomially
+small in the target error; AltMin contracts the error geometrically, so a tolerance shrinking geometrically keeps
+the solve error below the contraction's error at every step (linear convergence of inexact AltMin) while the early
+iterations stay cheap.  Each CG run starts from the previous iterate and never increases that row's ridge objective,
+so the ALS objective is still non-increasing.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +36,8 @@ import torch
 
 from precond.completion._biases import fit_biases
 from precond.completion._init import spectral_init
-from precond.completion._result import CompletionResult, HistoryEntry
-from precond.completion._solve import RowIndex, ridge_rows
+from precond.completion._result import CompletionResult, HistoryEntry, SolveEntry
+from precond.completion._solve import CGStats, RowIndex, ridge_rows, ridge_rows_cg
 from precond.completion._validate import (
     DUPLICATES,
     REG_SCALINGS,
@@ -22,8 +48,54 @@ from precond.completion._validate import (
     check_shape,
 )
 
-#: Row solvers offered now.  The issue's approximate solvers (``"sketch_cg"``, ``"cg"``, ``"auto"``) are not built.
-SOLVERS = ("exact",)
+#: Row solvers (see the module docstring).
+SOLVERS = ("auto", "exact", "sketch_cg", "cg")
+#: CG tolerance schedule ``tol_t = max(tol_min, CG_TOL_START · CG_TOL_RATE^(t−1))``, ``tol_min`` ≥ ``CG_TOL_FLOOR``.
+CG_TOL_START, CG_TOL_RATE, CG_TOL_FLOOR = 1e-2, 0.5, 1e-12
+#: CG iteration cap per half-step: ``CG_MAX_ITER_FACTOR · d + 10``.
+CG_MAX_ITER_FACTOR = 2
+#: Sketch size ``s = SKETCH_FACTOR · d`` and nonzeros per observation of the sparse sign sketch.
+SKETCH_FACTOR, SKETCH_NNZ = 4, 4
+#: ``"auto"``: exact for rows with ``|Ω_i| ≤ AUTO_RATIO · d``, and for every row when ``d < AUTO_MIN_WIDTH``.
+AUTO_RATIO, AUTO_MIN_WIDTH = 4, 16
+
+
+def cg_tolerance_floor(dtype: torch.dtype) -> float:
+    """``tol_min = max(CG_TOL_FLOOR, 100 ε_dtype)``: the tightest CG tolerance of the schedule."""
+    return max(CG_TOL_FLOOR, 100 * torch.finfo(dtype).eps)
+
+
+def cg_tolerance(iteration: int, dtype: torch.dtype) -> float:
+    """The CG relative-residual tolerance of outer iteration ``iteration`` (from 1), see the module docstring."""
+    return max(cg_tolerance_floor(dtype), CG_TOL_START * CG_TOL_RATE ** (iteration - 1))
+
+
+class _HalfStep:
+    """One side's row solver, with what is fixed across iterations (which rows are exact, the sketch stream)."""
+
+    def __init__(self, solver: str, idx: RowIndex, lam: torch.Tensor, d: int, generator: torch.Generator) -> None:
+        self.solver, self.idx, self.lam, self.d, self.generator = solver, idx, lam, d, generator
+        if solver == "auto":
+            exact = (idx.counts <= AUTO_RATIO * d) | torch.full_like(idx.counts, d < AUTO_MIN_WIDTH, dtype=torch.bool)
+            self.exact_idx, self.cg_idx = idx.subset(exact), idx.subset(~exact)
+            self.n_exact = int((exact & (idx.counts > 0)).sum())
+            self.n_cg = int((~exact).sum())
+
+    def __call__(
+        self, design: torch.Tensor, target: torch.Tensor, x0: torch.Tensor, tol: float
+    ) -> tuple[torch.Tensor, CGStats]:
+        d, cap = self.d, CG_MAX_ITER_FACTOR * self.d + 10
+        sketch = (SKETCH_FACTOR * d, SKETCH_NNZ, self.generator)
+        if self.solver == "exact":
+            return ridge_rows(self.idx, design, target, self.lam), CGStats(0, 0, int((self.idx.counts > 0).sum()))
+        if self.solver != "auto":
+            use = sketch if self.solver == "sketch_cg" else None
+            return ridge_rows_cg(self.idx, design, target, self.lam, x0, tol, cap, use)
+        x = ridge_rows(self.exact_idx, design, target, self.lam) if self.n_exact else torch.zeros_like(x0)
+        if not self.n_cg:
+            return x, CGStats(0, 0, self.n_exact)
+        y, stats = ridge_rows_cg(self.cg_idx, design, target, self.lam, x0, tol, cap, sketch)
+        return x + y, CGStats(stats.iterations, stats.unconverged, stats.exact_rows + self.n_exact)
 
 
 def _penalty(lam: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -60,10 +132,13 @@ def complete(
 
     Start: with biases, ``b, c`` of the bias-only ridge model (:mod:`precond.completion._biases`); then ``V`` from a
     randomized truncated SVD of the ``|Ω|/(mn)``-rescaled observed matrix of ``r − μ − b_i − c_j`` (of ``r`` without
-    biases), see :mod:`precond.completion._init`.  Each iteration solves every row's ``(u_i, b_i)`` exactly given
-    ``V, c`` (batched Cholesky on the normal equations), then every column's ``(v_j, c_j)`` given ``U, b``; the
-    objective never increases.  It stops when the objective's relative decrease is ``≤ tol`` or it reaches the
-    rounding floor ``(16 ε)² Σ (r − μ)²`` (``converged=True``), or after ``max_iter`` iterations.
+    biases), see :mod:`precond.completion._init`.  Each iteration solves every row's ``(u_i, b_i)`` given ``V, c``
+    (exactly by batched Cholesky, or approximately by CG: ``solver``), then every column's ``(v_j, c_j)`` given
+    ``U, b``; the objective never increases (also with the CG solvers, which start from the previous iterate).
+    It stops when the objective's relative decrease is ``≤ tol`` or it reaches the rounding floor
+    ``(16 ε)² Σ (r − μ)²`` (``converged=True``), or after ``max_iter`` iterations.  With a CG solver the decrease
+    test counts only once the CG tolerance is ``≤ max(tol_min, √tol)`` (an inexact solve perturbs the objective by
+    ``O(tol_t²)``; a loose solve that stalls on its warm start must not read as convergence).
 
     Args:
         rows, cols: integer indices ``[|Ω|]`` of the observed entries (NumPy, torch or lists).  For a SciPy sparse
@@ -73,7 +148,9 @@ def complete(
         rank: ``k``, ``1 ≤ k ≤ min(m, n)``.
         reg: ridge weight ``≥ 0``.  With ``reg = 0`` a row with fewer than ``k`` (``k + 1`` with biases)
             observations takes the minimum-norm least-squares solution.
-        solver: ``"exact"`` (the only solver so far).
+        solver: ``"exact"`` (default), ``"auto"`` (exact Cholesky for light rows, sketch-preconditioned CG for
+            heavy rows), ``"sketch_cg"`` or ``"cg"``; rules, costs and the CG tolerance schedule in
+            :mod:`precond.completion._complete`.  :attr:`CompletionResult.solves` records the schedule.
         max_iter, tol: iteration cap and relative-decrease tolerance.
         biases: fit ``μ``, row and column biases.
         validation: optional ``(rows, cols, values)`` held-out entries; their RMSE is recorded each iteration.
@@ -86,7 +163,8 @@ def complete(
     ``μ + c_j`` (``μ + b_i``), or 0 without biases; the other rows are unaffected.
 
     Memory: ``O(|Ω| (k + 10))`` for the initial SVD and the residuals, plus the blocks of :mod:`._solve`
-    (at most ``2²⁴`` numbers of outer products, about 134 MB in float64).
+    (at most ``2²⁴`` numbers of outer products, about 134 MB in float64); the CG solvers hold the gathered design
+    (``|Ω| k`` numbers) and ``"sketch_cg"``/``"auto"`` the sketches (``(m + n) · 5 (k+1)²`` numbers).
 
     Raises:
         ValueError / TypeError: naming the argument, for bad indices (negative, out of range, not integer),
@@ -103,9 +181,7 @@ def complete(
     max_iter = check_int(max_iter, "max_iter", 1)
     seed = check_int(seed, "seed", 0)
     if not isinstance(solver, str) or solver not in SOLVERS:
-        raise ValueError(
-            f"`solver` must be one of {', '.join(map(repr, SOLVERS))} (the solvers built so far), got {solver!r}"
-        )
+        raise ValueError(f"`solver` must be one of {', '.join(map(repr, SOLVERS))}, got {solver!r}")
     if not isinstance(biases, bool):
         raise TypeError(f"`biases` must be True or False, got {biases!r}")
     check_choice(reg_scaling, "reg_scaling", REG_SCALINGS)
@@ -137,20 +213,35 @@ def complete(
     ones_m, ones_n = torch.ones(m, 1, dtype=dt, device=device), torch.ones(n, 1, dtype=dt, device=device)
     floor = (16 * torch.finfo(dt).eps) ** 2 * float(centered.double().square().sum())
 
+    d = k + 1 if biases else k
+    sketch_gen = torch.Generator().manual_seed(seed)
+    row_step = _HalfStep(solver, by_row, lam_u, d, sketch_gen)
+    col_step = _HalfStep(solver, by_col, lam_v, d, sketch_gen)
     history: list[HistoryEntry] = []
+    solves: list[SolveEntry] = []
     previous = math.inf
     converged = False
     objective = math.inf
     iterations = 0
     for iterations in range(1, max_iter + 1):
+        cg_tol = 0.0 if solver == "exact" else cg_tolerance(iterations, dt)
         if biases:
-            x = ridge_rows(by_row, torch.cat([V, ones_n], 1), centered - cb[c], lam_u)
+            x, s_row = row_step(torch.cat([V, ones_n], 1), centered - cb[c], torch.cat([U, b[:, None]], 1), cg_tol)
             U, b = x[:, :k], x[:, k]
-            y = ridge_rows(by_col, torch.cat([U, ones_m], 1), centered - b[r], lam_v)
+            y, s_col = col_step(torch.cat([U, ones_m], 1), centered - b[r], torch.cat([V, cb[:, None]], 1), cg_tol)
             V, cb = y[:, :k], y[:, k]
         else:
-            U = ridge_rows(by_row, V, centered, lam_u)
-            V = ridge_rows(by_col, U, centered, lam_v)
+            U, s_row = row_step(V, centered, U, cg_tol)
+            V, s_col = col_step(U, centered, V, cg_tol)
+        solves.append(
+            SolveEntry(
+                iterations,
+                cg_tol,
+                max(s_row.iterations, s_col.iterations),
+                s_row.unconverged + s_col.unconverged,
+                s_row.exact_rows + s_col.exact_rows,
+            )
+        )
         resid = (centered - (U[r] * V[c]).sum(1) - b[r] - cb[c]).double()
         sse = float(resid.square().sum())
         penalty = _penalty(lam_u, U) + _penalty(lam_v, V) + (lam_u.double() * b.double().square()).sum()
@@ -165,7 +256,9 @@ def complete(
             pred = (U[vr] * V[vc]).sum(1) + b[vr] + cb[vc] + mean
             val_rmse = math.sqrt(float((vv - pred).double().square().mean()))
         history.append((iterations, math.sqrt(sse / v.numel()), val_rmse, time.perf_counter() - start))
-        if objective <= floor or (math.isfinite(previous) and previous - objective <= tol * previous):
+        settled = solver == "exact" or cg_tol <= max(cg_tolerance_floor(dt), math.sqrt(tol))
+        stalled = settled and math.isfinite(previous) and previous - objective <= tol * previous
+        if objective <= floor or stalled:
             converged = True
             break
         previous = objective
@@ -185,6 +278,7 @@ def complete(
         rank=k,
         reg=reg,
         reg_scaling=reg_scaling,
+        solves=solves,
     )
 
 

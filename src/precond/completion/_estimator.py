@@ -30,7 +30,8 @@ def _observations(X: Any, shape: tuple[int, int] | None) -> tuple[Any, Any, Any,
 
 
 class MatrixCompletion(BaseEstimator):
-    """Low-rank matrix completion by ALS with exact row solves; parameters as in :func:`~precond.completion.complete`.
+    """Low-rank matrix completion by ALS (exact or CG row solves: ``solver``), parameters as in
+    :func:`~precond.completion.complete`.
 
     ``fit(X)`` takes a SciPy sparse matrix (every stored entry is an observation) or a tuple
     ``(rows, cols, values)``; with a tuple and ``shape=None`` the shape is ``(max(rows) + 1, max(cols) + 1)``.

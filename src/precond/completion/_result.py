@@ -15,6 +15,25 @@ HistoryEntry = tuple[int, float, float | None, float]
 
 
 @dataclass(frozen=True)
+class SolveEntry:
+    """How the row solves of one iteration went (one entry per iteration in :attr:`CompletionResult.solves`).
+
+    Attributes:
+        iteration: the outer iteration (from 1).
+        tol: the relative-residual tolerance of the CG row solves this iteration (``0.0`` for ``"exact"``).
+        cg_iterations: the most CG iterations any row ran, over both half-steps (``0`` if none ran CG).
+        unconverged: rows (both sides) that hit the CG iteration cap before ``tol``.
+        exact_rows: rows and columns solved exactly (batched Cholesky) this iteration.
+    """
+
+    iteration: int
+    tol: float
+    cg_iterations: int
+    unconverged: int
+    exact_rows: int
+
+
+@dataclass(frozen=True)
 class CompletionResult:
     """Low-rank model ``R̂_ij = mean + row_bias_i + col_bias_j + U_iᵀ V_j`` fitted to the observed entries.
 
@@ -31,9 +50,10 @@ class CompletionResult:
         iterations: iterations run.
         converged: the relative decrease of the objective fell to ``tol`` (or the objective to the rounding floor)
             before ``max_iter``.
-        solver: the row solver used (``"exact"``).
+        solver: the row solver used (``"exact"``, ``"cg"``, ``"sketch_cg"`` or ``"auto"``).
         objective: the final value of the regularized objective (see :func:`~precond.completion.complete`).
         shape, rank, reg, reg_scaling: the problem as solved.
+        solves: one :class:`SolveEntry` per iteration: CG tolerance of the schedule, CG iterations, exact rows.
     """
 
     U: torch.Tensor
@@ -50,6 +70,7 @@ class CompletionResult:
     rank: int
     reg: float
     reg_scaling: str
+    solves: list[SolveEntry] = field(default_factory=list, repr=False)
 
     def predict(self, rows: Any, cols: Any) -> Any:
         """Predicted entries at ``(rows[t], cols[t])``; a cold-start row or column contributes only its biases.

@@ -15,7 +15,11 @@ observations is a block of its own.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+
+from precond.linalg import segment_gram_matvec, segment_pcg, segment_sketch_factor, triangular_precond
 
 #: Default budget of a block: outer products of this many numbers (2²⁴ ≈ 16.8 M, 134 MB in float64).
 BLOCK_NUMBERS = 1 << 24
@@ -32,6 +36,16 @@ class RowIndex:
         self.counts = torch.bincount(index, minlength=n_rows)
         self.indptr = torch.zeros(n_rows + 1, dtype=torch.int64, device=index.device)
         self.indptr[1:] = torch.cumsum(self.counts, 0)
+
+    def subset(self, keep: torch.Tensor) -> RowIndex:
+        """The observations of the rows with ``keep[i]`` (``[n_rows]`` bool); other rows become empty."""
+        mask = keep[self.index]
+        out = RowIndex.__new__(RowIndex)
+        out.order, out.index, out.other, out.n_rows = self.order[mask], self.index[mask], self.other[mask], self.n_rows
+        out.counts = torch.where(keep, self.counts, torch.zeros_like(self.counts))
+        out.indptr = torch.zeros_like(self.indptr)
+        out.indptr[1:] = torch.cumsum(out.counts, 0)
+        return out
 
     def blocks(self, d: int, budget: int = BLOCK_NUMBERS) -> list[tuple[int, int]]:
         """``[(start, stop), ...]`` row ranges covering all rows, each within ``budget`` numbers of outer products."""
@@ -88,3 +102,76 @@ def ridge_rows(
         x[counts == 0] = 0
         out[start:stop] = x
     return out
+
+
+@dataclass(frozen=True)
+class CGStats:
+    """Outcome of one :func:`ridge_rows_cg` half-step.
+
+    Attributes:
+        iterations: the most CG iterations any row ran (the half-step's cost is this many ``O(|Ω| d)`` sweeps).
+        unconverged: rows that hit the iteration cap before their tolerance.
+        exact_rows: rows handed to the exact solver instead (``λ_i = 0`` with fewer than ``d`` observations).
+    """
+
+    iterations: int
+    unconverged: int
+    exact_rows: int
+
+
+def ridge_rows_cg(
+    idx: RowIndex,
+    design: torch.Tensor,
+    target: torch.Tensor,
+    lam: torch.Tensor,
+    x0: torch.Tensor,
+    tol: float,
+    max_iter: int,
+    sketch: tuple[int, int, torch.Generator] | None = None,
+) -> tuple[torch.Tensor, CGStats]:
+    """Solve every row's ridge problem ``(W_iᵀW_i + λ_i I) x_i = W_iᵀ t_i`` approximately by batched (P)CG.
+
+    Matrix-free: each iteration gathers the design rows per observation and segment-sums (``O(|Ω| d)``, no
+    ``d × d`` matrices), all rows at once (:func:`precond.linalg.segment_pcg`), warm-started from ``x0`` and
+    stopped per row at relative residual ``tol`` or after ``max_iter`` iterations.  With ``sketch = (s, nnz,
+    generator)`` each row is preconditioned by ``(R_iᵀR_i)⁻¹`` from a sparse sign sketch of ``W_i``
+    (:func:`precond.linalg.segment_sketch_factor`, Gu–Song–Yin–Zhang 2024's sketch-and-precondition).
+
+    Rows without observations get ``0``; rows with ``λ_i = 0`` and fewer than ``d`` observations (singular
+    systems, where CG from a warm start would not reach the minimum-norm solution) go to :func:`ridge_rows`.
+    A row that hits ``max_iter`` keeps its last CG iterate (still no worse than ``x0`` for its ridge objective)
+    and is counted in :attr:`CGStats.unconverged`.
+    Memory: the gathered design ``|Ω| d`` numbers, plus ``m (s + d) d`` for the sketch factors.
+    """
+    d = design.shape[1]
+    out = torch.zeros(idx.n_rows, d, dtype=design.dtype, device=design.device)
+    singular = (lam == 0) & (idx.counts > 0) & (idx.counts < d)
+    exact_rows = int(singular.sum())
+    if exact_rows:
+        out += ridge_rows(idx.subset(singular), design, target, lam)
+        idx = idx.subset(~singular)
+    present = idx.counts > 0
+    rows = torch.nonzero(present).reshape(-1)
+    if rows.numel() == 0:
+        return out, CGStats(0, 0, exact_rows)
+    local = torch.full((idx.n_rows,), -1, dtype=torch.int64, device=design.device)
+    local[rows] = torch.arange(rows.numel(), device=design.device)
+    seg = local[idx.index]
+    A = design[idx.other]
+    lam_local = lam[rows]
+    b = torch.zeros(rows.numel(), d, dtype=design.dtype, device=design.device)
+    b.index_add_(0, seg, A * target[idx.order][:, None])
+    precond = None
+    if sketch is not None:
+        s, nnz, generator = sketch
+        precond = triangular_precond(segment_sketch_factor(seg, A, lam_local, s, min(nnz, s), generator))
+    x, its, ok = segment_pcg(
+        lambda p: segment_gram_matvec(seg, A, p, lam_local),
+        b,
+        tol=tol,
+        max_iter=max_iter,
+        x0=x0[rows].to(design.dtype),
+        precond=precond,
+    )
+    out[rows] = x
+    return out, CGStats(int(its.max()), int((~ok).sum()), exact_rows)

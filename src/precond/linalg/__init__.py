@@ -1,4 +1,5 @@
-"""Shared kernels: Kronecker-factor algebra, eigenbasis refresh, parameter layouts (merging and blocking)."""
+"""Shared kernels: Kronecker-factor algebra, eigenbasis refresh, parameter layouts (merging and blocking),
+segmented (per-row) ridge operators with batched PCG and sketch preconditioners."""
 
 from precond.linalg._cg import CGInfo, pcg
 from precond.linalg._eigen import EIGH_REL_JITTER, eigh_robust, refresh_eigenbasis
@@ -6,6 +7,7 @@ from precond.linalg._kron import contract_all_but, project, project_back
 from precond.linalg._layout import BlockLayout, merge_greedy, plan_layout
 from precond.linalg._newton_schulz import MUON_COEFFICIENTS, newton_schulz
 from precond.linalg._roots import inverse_root
+from precond.linalg._segmented import segment_gram_matvec, segment_pcg, segment_sketch_factor, triangular_precond
 from precond.linalg._woodbury import (
     CHOL_REL_JITTER,
     SlidingWindow,
@@ -35,6 +37,10 @@ __all__ = [
     "project",
     "project_back",
     "refresh_eigenbasis",
+    "segment_gram_matvec",
+    "segment_pcg",
+    "segment_sketch_factor",
+    "triangular_precond",
     "window_filled",
     "window_ihvp",
     "window_ihvp_newest",

@@ -1,0 +1,191 @@
+"""The approximate row solvers ("cg", "sketch_cg", "auto") against the exact solver and dense oracles."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from precond.completion import SOLVERS, complete
+from precond.completion._complete import CG_TOL_FLOOR, CG_TOL_RATE, CG_TOL_START, cg_tolerance
+from precond.completion._solve import RowIndex, ridge_rows, ridge_rows_cg
+from tests.completion.conftest import low_rank, n_samples, sample
+
+
+def _rel_error(res, M: np.ndarray) -> float:  # type: ignore[no-untyped-def]
+    X = (res.U @ res.V.T).double().numpy()
+    return float(np.linalg.norm(X - M) / np.linalg.norm(M))
+
+
+# (m, n, k, samples): a balanced problem, and a wide one whose rows are heavy (|Ω_i| ≈ 200 > 4(k+1)) and whose
+# columns are light (|Ω_j| ≈ 30), so "auto" mixes sketch_cg rows with exact columns.
+PROBLEMS = [(200, 150, 8, None), (60, 400, 16, 12000)]
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize(("m", "n", "k", "count"), PROBLEMS)
+def test_every_solver_recovers_like_exact(solver: str, m: int, n: int, k: int, count: int | None) -> None:
+    M = low_rank(m, n, k, seed=m + k)
+    rows, cols = sample(m, n, count or n_samples(m, n, k), seed=k, min_per_line=k)
+    kw = {"reg": 0.0, "tol": 1e-12, "max_iter": 300}
+    exact = complete(rows, cols, M[rows, cols], (m, n), k, solver="exact", **kw)  # type: ignore[arg-type]
+    res = complete(rows, cols, M[rows, cols], (m, n), k, solver=solver, **kw)  # type: ignore[arg-type]
+    assert res.solver == solver
+    assert res.converged
+    assert _rel_error(exact, M) <= 1e-6
+    assert _rel_error(res, M) <= 1e-6
+    assert res.iterations <= 2 * exact.iterations + 40  # bounded: the schedule reaches its floor in ~34 iterations
+    assert len(res.solves) == res.iterations
+    if solver in ("cg", "sketch_cg"):
+        assert all(s.exact_rows == 0 for s in res.solves)
+        assert res.solves[0].cg_iterations > 0
+    if solver == "auto" and k == 16:  # d = 16 ≥ AUTO_MIN_WIDTH: heavy rows by sketch_cg, light columns exact
+        assert all(s.exact_rows == n for s in res.solves)
+        assert res.solves[0].cg_iterations > 0
+    if solver == "auto" and k == 8:  # d = 8 < AUTO_MIN_WIDTH: everything exact
+        assert all(s.exact_rows == m + n and s.cg_iterations == 0 for s in res.solves)
+
+
+def _half_step_problem(seed: int) -> tuple[RowIndex, torch.Tensor, torch.Tensor, int]:
+    """40 rows × 60 columns, d = 5; row 3 empty, row 7 with 2 observations (< d), the others 1–60."""
+    rng = np.random.default_rng(seed)
+    m, n, d = 40, 60, 5
+    mask = rng.random((m, n)) < rng.random((m, 1))
+    mask[3] = False
+    mask[7] = False
+    mask[7, :2] = True
+    rows, cols = np.nonzero(mask)
+    idx = RowIndex(torch.as_tensor(rows), torch.as_tensor(cols), m)
+    W = torch.as_tensor(rng.standard_normal((n, d)) * np.logspace(0, -2, d))
+    t = torch.as_tensor(rng.standard_normal(rows.size))
+    return idx, W, t, m
+
+
+@pytest.mark.parametrize("sketched", [False, True])
+@pytest.mark.parametrize("lam_kind", ["constant", "count", "zero"])
+def test_cg_half_step_with_tight_tolerance_equals_exact(sketched: bool, lam_kind: str) -> None:
+    idx, W, t, m = _half_step_problem(0)
+    counts = idx.counts.double()
+    lam = {"constant": torch.full((m,), 0.3, dtype=torch.float64), "count": 0.3 * counts}.get(
+        lam_kind, torch.zeros(m, dtype=torch.float64)
+    )
+    expected = ridge_rows(idx, W, t, lam)
+    x0 = torch.randn(m, W.shape[1], dtype=torch.float64)  # a warm start far from the answer
+    sketch = (20, 4, torch.Generator().manual_seed(0)) if sketched else None
+    got, stats = ridge_rows_cg(idx, W, t, lam, x0, 1e-14, 500, sketch)
+    assert stats.unconverged == 0
+    assert stats.exact_rows == (int(((counts > 0) & (counts < 5)).sum()) if lam_kind == "zero" else 0)
+    assert float((got - expected).abs().max() / expected.abs().max()) <= 1e-8
+    assert bool((got[3] == 0).all())  # cold-start row stays zero
+
+
+def test_sketch_cg_needs_fewer_iterations_on_ill_conditioned_rows() -> None:
+    """Heavy rows whose design (the other side's factor) has condition 10⁴: counts, not time."""
+    rng = np.random.default_rng(1)
+    m, n, d = 8, 700, 24
+    rows, cols = np.nonzero(rng.random((m, n)) < 0.9)
+    idx = RowIndex(torch.as_tensor(rows), torch.as_tensor(cols), m)
+    q = np.linalg.qr(rng.standard_normal((d, d)))[0]
+    W = torch.as_tensor(rng.standard_normal((n, d)) @ q * np.logspace(0, -4, d))
+    t = torch.as_tensor(rng.standard_normal(rows.size))
+    lam = torch.full((m,), 1e-8, dtype=torch.float64)
+    x0 = torch.zeros(m, d, dtype=torch.float64)
+    plain, s_plain = ridge_rows_cg(idx, W, t, lam, x0, 1e-10, 2000)
+    pre, s_pre = ridge_rows_cg(idx, W, t, lam, x0, 1e-10, 2000, (4 * d, 4, torch.Generator().manual_seed(0)))
+    assert s_plain.unconverged == 0 and s_pre.unconverged == 0
+    assert s_plain.iterations > 3 * d
+    assert 4 * s_pre.iterations <= s_plain.iterations
+    torch.testing.assert_close(pre, plain, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("solver", ["cg", "sketch_cg", "auto"])
+def test_tolerance_schedule_is_honoured_and_recorded(solver: str, dtype: torch.dtype) -> None:
+    m, n, k = 120, 100, 4
+    M = low_rank(m, n, k, seed=5)
+    rows, cols = sample(m, n, n_samples(m, n, k), seed=5, min_per_line=k)
+    vals = M[rows, cols].astype(np.float32 if dtype == torch.float32 else np.float64)
+    res = complete(rows, cols, vals, (m, n), k, reg=0.01, tol=1e-10, max_iter=60, solver=solver, biases=True)
+    floor = max(CG_TOL_FLOOR, 100 * torch.finfo(dtype).eps)
+    expected = [max(floor, CG_TOL_START * CG_TOL_RATE ** (t - 1)) for t in range(1, res.iterations + 1)]
+    assert [s.tol for s in res.solves] == pytest.approx(expected, rel=1e-12)
+    assert [s.tol for s in res.solves] == [cg_tolerance(t, dtype) for t in range(1, res.iterations + 1)]
+    assert [s.iteration for s in res.solves] == list(range(1, res.iterations + 1))
+    assert all(s.unconverged == 0 for s in res.solves)
+    assert res.solves[-1].tol == floor  # 60 iterations reach the floor (1e-2 · 0.5^33 < 1e-12)
+
+
+@pytest.mark.parametrize("solver", ["cg", "sketch_cg", "auto"])
+def test_loose_solves_that_stall_do_not_read_as_convergence(solver: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a tolerance that stays loose (0.9, barely tightening) CG stops on its warm start, the objective stalls:
+    the decrease test must wait until the CG tolerance is ≤ √tol."""
+    import precond.completion._complete as mod
+
+    monkeypatch.setattr(mod, "CG_TOL_START", 0.9)
+    monkeypatch.setattr(mod, "CG_TOL_RATE", 0.999)
+    m, n, k = 60, 400, 16
+    M = low_rank(m, n, k, seed=1)
+    rows, cols = sample(m, n, 12000, seed=1, min_per_line=k)
+    res = complete(rows, cols, M[rows, cols], (m, n), k, reg=0.0, tol=1e-6, max_iter=12, solver=solver)
+    assert max(s.tol for s in res.solves) > math.sqrt(1e-6)
+    assert not res.converged
+    assert res.iterations == 12
+
+
+def test_exact_records_zero_tolerance() -> None:
+    M = low_rank(50, 40, 2, seed=0)
+    rows, cols = sample(50, 40, 600, seed=0, min_per_line=2)
+    res = complete(rows, cols, M[rows, cols], (50, 40), 2, max_iter=5, tol=0.0)
+    assert [(s.tol, s.cg_iterations, s.exact_rows) for s in res.solves] == [(0.0, 0, 90)] * 5
+
+
+@pytest.mark.parametrize("solver", ["cg", "sketch_cg", "auto"])
+def test_objective_never_increases_with_approximate_solves(solver: str) -> None:
+    m, n, k = 80, 90, 16
+    rng = np.random.default_rng(2)
+    M = low_rank(m, n, k, seed=2) + 0.1 * rng.standard_normal((m, n))
+    rows, cols = sample(m, n, 5000, seed=2, min_per_line=k)
+    objectives = [
+        complete(rows, cols, M[rows, cols], (m, n), k, reg=0.5, tol=0.0, max_iter=it, solver=solver, biases=True)
+        for it in range(1, 7)
+    ]
+    values = [r.objective for r in objectives]
+    assert all(b <= a * (1 + 1e-12) for a, b in itertools.pairwise(values))
+    exact = complete(rows, cols, M[rows, cols], (m, n), k, reg=0.5, tol=0.0, max_iter=6, solver="exact", biases=True)
+    assert values[-1] == pytest.approx(exact.objective, rel=1e-2)
+
+
+def test_noisy_float32_problem_stays_finite_and_close_to_exact() -> None:
+    m, n, k = 100, 90, 5
+    rng = np.random.default_rng(4)
+    M = low_rank(m, n, k, seed=4)
+    rows, cols = sample(m, n, n_samples(m, n, k), seed=4, min_per_line=k)
+    vals = (M[rows, cols] + 0.01 * rng.standard_normal(rows.size)).astype(np.float32)
+    fits = {s: complete(rows, cols, vals, (m, n), k, reg=0.1, max_iter=40, tol=1e-7, solver=s) for s in SOLVERS}
+    for s, res in fits.items():
+        assert res.U.dtype == torch.float32
+        assert bool(torch.isfinite(res.U).all()) and bool(torch.isfinite(res.V).all())
+        assert res.train_rmse == pytest.approx(fits["exact"].train_rmse, rel=2e-2), s
+
+
+@pytest.mark.parametrize("bad", ["lsqr", "Exact", None, 1])
+def test_bad_solver_names_all_four(bad: object) -> None:
+    with pytest.raises(ValueError, match=r"`solver` must be one of 'auto', 'exact', 'sketch_cg', 'cg', got"):
+        complete([0, 1], [1, 0], [1.0, 2.0], (2, 2), 1, solver=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("solver", ["cg", "sketch_cg", "auto"])
+def test_estimator_passes_the_solver_through(solver: str) -> None:
+    from precond.completion import MatrixCompletion
+
+    M = low_rank(40, 30, 2, seed=6)
+    rows, cols = sample(40, 30, 500, seed=6, min_per_line=2)
+    est = MatrixCompletion(rank=2, reg=0.01, solver=solver, max_iter=30).fit((rows, cols, M[rows, cols]))
+    exact = MatrixCompletion(rank=2, reg=0.01, solver="exact", max_iter=30).fit((rows, cols, M[rows, cols]))
+    assert est.get_params()["solver"] == solver
+    np.testing.assert_allclose(
+        np.asarray(est.predict(rows, cols)), np.asarray(exact.predict(rows, cols)), rtol=0, atol=1e-3
+    )
