@@ -163,17 +163,31 @@ def test_fit_exponent_recovers_a_power_law() -> None:
         output.fit_exponent([4, 4], [1, 2])
 
 
+@pytest.fixture
+def in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run each benchmark child's job in this process (the budgeted child itself is tested above): fast."""
+    from precond.bench._harness import BudgetOutcome
+
+    def fake(target, args, **kw):  # type: ignore[no-untyped-def]
+        return BudgetOutcome("done", target(*args, started=lambda: None), setup_seconds=0.0)
+
+    monkeypatch.setattr(run, "run_budgeted", fake)
+
+
 def _grid() -> list[Problem]:
     return [Problem("synthetic", s, 4) for s in (1000, 4000)] + [Problem("synthetic", 4000, 8)]
 
 
-def test_benchmark_json_table_scaling_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_benchmark_json_table_scaling_and_plot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], in_process: None
+) -> None:
     payload = run.run_benchmark(
         _grid(), ["precond exact", "peer good", "peer bad"], budget=5.0, threads=1, out=tmp_path, target=cstubs.fake_fit
     )
     saved = json.loads((tmp_path / "completion_quick.json").read_text())
     assert saved["meta"]["code_version"] == versions.code_version("completion")
     assert "GroupLens" in saved["meta"]["data_licence"] and "GPL-3" in saved["meta"]["data_licence"]
+    assert saved["meta"]["published_movielens_rmse"]["Surprise SVD (ML-100k, 5-fold CV)"] == 0.934
     assert len(saved["rows"]) == 9 and saved["plot"] == "completion_quick_scaling.png"
     assert (tmp_path / "completion_quick_scaling.png").stat().st_size > 0
     ours = [r for r in saved["rows"] if r["method"] == "precond exact"]
@@ -186,7 +200,7 @@ def test_benchmark_json_table_scaling_and_plot(tmp_path: Path, capsys: pytest.Ca
     assert "(0.6000)" in payload["table"] and "precond exact: time/iteration ∝ k^2.00" in text
 
 
-def test_cli_parse_and_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_parse_and_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_process: None) -> None:
     args = build_parser().parse_args(["bench", "completion", "--full", "--sizes", "1e5,2e5", "--ranks", "8"])
     assert args.action == "completion" and args.quick is False and args.sizes == [100_000, 200_000]
     from precond.bench.completion import cli

