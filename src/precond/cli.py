@@ -8,7 +8,7 @@ precond bench ot                       # entropic OT: precond.ot vs POT/RegOT to
 precond bench ot --full                # 5 problems × 3 ε at n=2000 and more, 10 s hard budget per method
 precond bench ot --problems gauss --n 2000 --eps 1e-2 --budget 20 --methods "precond sns,POT sinkhorn_log"
 precond bench completion               # matrix completion vs cmfrec/SoftImpute: MovieLens + synthetic (quick)
-precond bench completion --full        # |Ω| 1e5..1e7 at k=32, k 8..128 at |Ω|=1e6, 120 s hard budget
+precond bench completion --full        # |Ω| 1e5..1e7 at k=32, k 8..128 at |Ω|=1e6, 600 s hard budget
 """
 
 from __future__ import annotations
