@@ -48,8 +48,8 @@ def test_editing_the_ot_harness_keeps_the_optimizer_version(tree: Path, edited: 
 def test_a_new_ot_module_keeps_the_optimizer_version(tree: Path) -> None:
     optimizer = code_version()
     (tree / "bench" / "ot" / "extra.py").write_text("X = 1\n")
-    (tree / "bench" / "completion").mkdir()
-    (tree / "bench" / "completion" / "problems.py").write_text("Y = 2\n")
+    (tree / "bench" / "completion").mkdir(exist_ok=True)
+    (tree / "bench" / "completion" / "extra.py").write_text("Y = 2\n")
     assert code_version() == optimizer
 
 
@@ -68,12 +68,38 @@ def test_linalg_is_shared_by_both(tree: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "edited", ["bench/store.py", "bench/protocol.py", "bench/report.py", "bench/ot/output.py", "cli.py"]
+    "edited",
+    [
+        "bench/store.py",
+        "bench/protocol.py",
+        "bench/report.py",
+        "bench/ot/output.py",
+        "bench/completion/output.py",
+        "bench/completion/cli.py",
+        "cli.py",
+    ],
 )
 def test_storage_reporting_and_cli_invalidate_nothing(tree: Path, edited: str) -> None:
     before = {area: versions.code_version(area) for area in versions.AREAS}
     _edit(tree / edited)
     assert {area: versions.code_version(area) for area in versions.AREAS} == before
+
+
+@pytest.mark.parametrize(
+    "edited",
+    [
+        "bench/completion/problems.py",
+        "bench/completion/runners.py",
+        "bench/completion/run.py",
+        "completion/_solve.py",
+    ],
+)
+def test_editing_completion_code_changes_only_the_completion_version(tree: Path, edited: str) -> None:
+    before = {area: versions.code_version(area) for area in versions.AREAS}
+    _edit(tree / edited)
+    after = {area: versions.code_version(area) for area in versions.AREAS}
+    assert after["completion"] != before["completion"]
+    assert after["optimizer"] == before["optimizer"] and after["ot"] == before["ot"]
 
 
 def test_files_are_named_explicitly_and_described() -> None:

@@ -10,6 +10,8 @@ its :class:`~precond.bench.environment.SourceSet` to :data:`AREAS`.
   ranges or the protocol: a trial's hyperparameters are part of its key already.
 * ``ot``: ``precond.ot`` and ``precond.linalg`` (the solvers), the OT problems and runners, the result rows
   (``bench/ot/run.py``) and the budgeted subprocess harness they run under (``bench/_harness.py``).
+* ``completion``: ``precond.completion`` and ``precond.linalg`` (the solvers), the completion problems and
+  runners, the result rows and targets (``bench/completion/run.py``) and ``bench/_harness.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 import precond
 from precond.bench.environment import SourceSet
 
-__all__ = ["AREAS", "OPTIMIZER", "OT", "UNHASHED", "code_version"]
+__all__ = ["AREAS", "COMPLETION", "OPTIMIZER", "OT", "UNHASHED", "code_version"]
 
 OPTIMIZER = SourceSet(
     "optimizer",
@@ -36,7 +38,18 @@ OT = SourceSet(
         "bench/ot/run.py",
     ),
 )
-AREAS: dict[str, SourceSet] = {s.name: s for s in (OPTIMIZER, OT)}
+COMPLETION = SourceSet(
+    "completion",
+    (
+        "completion/**/*.py",
+        "linalg/**/*.py",
+        "bench/_harness.py",
+        "bench/completion/problems.py",
+        "bench/completion/runners.py",
+        "bench/completion/run.py",
+    ),
+)
+AREAS: dict[str, SourceSet] = {s.name: s for s in (OPTIMIZER, OT, COMPLETION)}
 #: Modules no area's figures depend on (storage, protocol, reporting, command line, environment record): editing
 #: them invalidates nothing. Every module of the package is in an area's sources or here (a test checks it).
 UNHASHED = (
@@ -54,6 +67,9 @@ UNHASHED = (
     "bench/ot/__init__.py",
     "bench/ot/output.py",
     "bench/ot/cli.py",
+    "bench/completion/__init__.py",
+    "bench/completion/output.py",
+    "bench/completion/cli.py",
 )
 
 
