@@ -17,6 +17,7 @@ from precond.bench import versions
 from precond.bench.completion import output, problems, run, runners
 from precond.bench.completion.problems import Problem, select_problems, split, synthetic
 from precond.cli import build_parser, main
+from precond.completion import SOLVERS
 from tests.bench import stubs
 from tests.bench.completion import stubs as cstubs
 
