@@ -105,7 +105,7 @@ def _worker(rank: int, world: int, tmp: str) -> None:
                 errors.append(str(err))
         out["errors"] = errors
         dist.destroy_process_group()
-    except Exception:  # noqa: BLE001 - reported to the parent
+    except Exception:  # reported to the parent
         out = {"crash": traceback.format_exc()}
     torch.save(out, f"{tmp}/{rank}.pt")
 

@@ -47,6 +47,7 @@ and columns cut into equal-observation slices, per worker per iteration (W = 8 |
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 import warnings
@@ -115,7 +116,7 @@ def _agree(group: Any, fn: Callable[[], T]) -> T:
         raise error
     if int(flags) > 0:
         raise ValueError(f"distributed_complete: {int(flags)} other rank(s) refused their input (see their error)")
-    return out  # type: ignore[no-any-return]
+    return out
 
 
 def _bounds(value: Any, name: str, size: int, world: int, counts: torch.Tensor) -> list[int]:
@@ -129,7 +130,7 @@ def _bounds(value: Any, name: str, size: int, world: int, counts: torch.Tensor) 
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise TypeError(f"`{name}` must be a sequence of {world + 1} integers (slice boundaries), got {value!r}")
     out = [check_int(x, f"{name}[{i}]", 0) for i, x in enumerate(value)]
-    if len(out) != world + 1 or out[0] != 0 or out[-1] != size or any(a > b for a, b in zip(out, out[1:])):
+    if len(out) != world + 1 or out[0] != 0 or out[-1] != size or any(a > b for a, b in itertools.pairwise(out)):
         raise ValueError(
             f"`{name}` must be {world + 1} non-decreasing boundaries from 0 to {size} (one slice per rank), got {out}"
         )
@@ -155,7 +156,7 @@ class _Gather:
     """All-gather of uneven row slices ``[a_p, a_{p+1})`` by padding each to the largest slice."""
 
     def __init__(self, bounds: list[int], rank: int, group: Any) -> None:
-        self.sizes = [b - a for a, b in zip(bounds, bounds[1:])]
+        self.sizes = [b - a for a, b in itertools.pairwise(bounds)]
         self.pad = max(self.sizes)
         self.own = self.sizes[rank]
         self.group = group
