@@ -7,7 +7,7 @@
 
 Built so far (issue 12): the exact and approximate solvers, biases, ALS-WR scaling, the estimator
 :class:`MatrixCompletion`.  Not offered yet: incoherence trimming, the paper's sample-splitting mode,
-``transform``, the distributed solve.
+``transform``.  :func:`distributed_complete` runs the same ALS row-partitioned on ``torch.distributed``.
 
 Needs only torch and NumPy: SciPy is imported by :func:`from_scipy` only, and scikit-learn when
 ``MatrixCompletion`` is first accessed.
@@ -18,12 +18,23 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from precond.completion._complete import SOLVERS, complete, from_scipy
+from precond.completion._distributed import LocalFactors, distributed_complete
 from precond.completion._result import CompletionResult, HistoryEntry, SolveEntry
 
 if TYPE_CHECKING:
     from precond.completion._estimator import MatrixCompletion
 
-__all__ = ["SOLVERS", "CompletionResult", "HistoryEntry", "MatrixCompletion", "SolveEntry", "complete", "from_scipy"]
+__all__ = [
+    "SOLVERS",
+    "CompletionResult",
+    "HistoryEntry",
+    "LocalFactors",
+    "MatrixCompletion",
+    "SolveEntry",
+    "complete",
+    "distributed_complete",
+    "from_scipy",
+]
 
 
 def __getattr__(name: str) -> Any:
