@@ -62,7 +62,9 @@ def test_dense_nan_input_equals_the_tuple_and_sparse_inputs(dense: np.ndarray) -
     rows, cols = np.nonzero(~np.isnan(dense))
     a = MatrixCompletion(rank=K_, max_iter=8, tol=1.0).fit(dense)
     b = MatrixCompletion(rank=K_, max_iter=8, tol=1.0, shape=dense.shape).fit((rows, cols, dense[rows, cols]))
-    c = MatrixCompletion(rank=K_, max_iter=8, tol=1.0).fit(sp.coo_matrix((dense[rows, cols], (rows, cols)), shape=dense.shape))
+    c = MatrixCompletion(rank=K_, max_iter=8, tol=1.0).fit(
+        sp.coo_matrix((dense[rows, cols], (rows, cols)), shape=dense.shape)
+    )
     assert a.shape_ == dense.shape and a.n_features_in_ == N_ == b.n_features_in_ == c.n_features_in_
     qr, qc = np.nonzero(np.ones(dense.shape))
     np.testing.assert_array_equal(a.predict(qr, qc), b.predict(qr, qc))

@@ -16,7 +16,6 @@ from precond.completion._result import CompletionResult
 from precond.completion._solve import RowIndex, ridge_rows
 from precond.completion._validate import check_observations
 
-
 #: ``check_estimator`` checks that cannot apply to ``MatrixCompletion``, with the reason (also in its docstring).
 _PREDICT_SHAPE = (
     "asserts that predict(X) is one number per sample, shape (n_samples,), as for a supervised estimator; "
@@ -36,8 +35,9 @@ class MatrixCompletion(TransformerMixin, BaseEstimator):
 
     * a dense array ``[m, n]`` with NaN for the missing entries: every non-NaN entry is an observation;
     * a SciPy sparse matrix or array: every stored entry (explicit zeros included) is an observation;
-    * a tuple (not a list: a list of lists is a dense array-like) ``(rows, cols, values)`` of COO observations; in ``fit`` with ``shape=None`` the shape is
-      ``(max(rows) + 1, max(cols) + 1)``, in ``transform`` the number of new rows is ``max(rows) + 1``.
+    * a tuple ``(rows, cols, values)`` of COO observations (a list of lists is a dense array-like, as in
+      scikit-learn); in ``fit`` with ``shape=None`` the shape is ``(max(rows) + 1, max(cols) + 1)``, in
+      ``transform`` the number of new rows is ``max(rows) + 1``.
 
     After fitting, ``result_`` holds the :class:`~precond.completion.CompletionResult`, ``shape_`` the shape,
     ``n_features_in_`` the number of columns ``n`` and ``n_iter_`` the iterations; a run that stops at

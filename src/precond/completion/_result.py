@@ -9,6 +9,7 @@ import torch
 
 from precond.completion._validate import check_index
 
+
 class ConvergenceWarning(UserWarning):
     """:func:`~precond.completion.complete` stopped at ``max_iter`` before its tolerance (``converged=False``)."""
 
