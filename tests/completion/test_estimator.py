@@ -31,7 +31,8 @@ def test_is_a_scikit_learn_estimator_with_round_trip_params() -> None:
     params = est.get_params()
     assert params["rank"] == 4 and params["reg"] == 0.2 and params["biases"] is True
     assert set(params) == {
-        "rank", "reg", "solver", "max_iter", "tol", "biases", "reg_scaling", "duplicates", "seed", "shape", "dtype"
+        "rank", "reg", "solver", "max_iter", "tol", "biases", "reg_scaling", "duplicates", "seed", "shape", "dtype",
+        "trim", "sample_splitting",
     }  # fmt: skip
     est.set_params(rank=2, tol=1e-3)
     assert est.rank == 2 and est.tol == 1e-3
@@ -80,8 +81,8 @@ def test_shape_inference_and_errors(data) -> None:  # type: ignore[no-untyped-de
         MatrixCompletion().predict([0], [0])
     with pytest.raises(ValueError, match=r"`X` as a tuple must be \(rows, cols, values\)"):
         MatrixCompletion().fit((rows, cols))
-    with pytest.raises(TypeError, match=r"`X` must be a SciPy sparse matrix"):
-        MatrixCompletion().fit(np.ones((3, 3)))
+    with pytest.raises(ValueError, match=r"Expected 2D array"):
+        MatrixCompletion().fit(np.ones(3))  # a dense X is 2-D with NaN for missing entries (test_sklearn.py)
     with pytest.raises(ValueError, match=r"`shape` \(3, 3\) does not match"):
         MatrixCompletion(shape=(3, 3)).fit(sp.csr_matrix(np.ones((4, 4))))
     with pytest.raises(ValueError, match=r"`rows` has row index"):

@@ -5,9 +5,10 @@
 >>> res = complete(rows, cols, values, shape=(m, n), rank=8, reg=0.1, biases=True)   # doctest: +SKIP
 >>> res.predict(test_rows, test_cols), res.history[-1], res.converged                # doctest: +SKIP
 
-Built so far (issue 12): the exact and approximate solvers, biases, ALS-WR scaling, the estimator
-:class:`MatrixCompletion`.  Not offered yet: incoherence trimming, the paper's sample-splitting mode,
-``transform``.  :func:`distributed_complete` runs the same ALS row-partitioned on ``torch.distributed``.
+Built so far (issue 12): the exact and approximate solvers, biases, ALS-WR scaling, incoherence trimming
+(``trim=``), the paper's sample-splitting mode (``sample_splitting=True``), :class:`ConvergenceWarning`, the
+estimator :class:`MatrixCompletion` (``fit``/``predict``/``transform``).  :func:`distributed_complete` runs the
+same ALS row-partitioned on ``torch.distributed``.
 
 Needs only torch and NumPy: SciPy is imported by :func:`from_scipy` only, and scikit-learn when
 ``MatrixCompletion`` is first accessed.
@@ -17,9 +18,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from precond.completion._complete import SOLVERS, complete, from_scipy
+from precond.completion._complete import SOLVERS, complete, from_scipy, split_observations
 from precond.completion._distributed import LocalFactors, distributed_complete
-from precond.completion._result import CompletionResult, HistoryEntry, SolveEntry
+from precond.completion._result import CompletionResult, ConvergenceWarning, HistoryEntry, SolveEntry
 
 if TYPE_CHECKING:
     from precond.completion._estimator import MatrixCompletion
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SOLVERS",
     "CompletionResult",
+    "ConvergenceWarning",
     "HistoryEntry",
     "LocalFactors",
     "MatrixCompletion",
@@ -34,6 +36,7 @@ __all__ = [
     "complete",
     "distributed_complete",
     "from_scipy",
+    "split_observations",
 ]
 
 

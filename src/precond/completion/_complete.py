@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from typing import Any
 
 import torch
 
 from precond.completion._biases import fit_biases
-from precond.completion._init import spectral_init
-from precond.completion._result import CompletionResult, HistoryEntry, SolveEntry
+from precond.completion._init import spectral_init, trim_rows
+from precond.completion._result import CompletionResult, ConvergenceWarning, HistoryEntry, SolveEntry
 from precond.completion._solve import CGStats, RowIndex, ridge_rows, ridge_rows_cg
 from precond.completion._validate import (
     DUPLICATES,
@@ -98,6 +99,17 @@ class _HalfStep:
         return x + y, CGStats(stats.iterations, stats.unconverged, stats.exact_rows + self.n_exact)
 
 
+def split_observations(count: int, n_parts: int, seed: int) -> list[torch.Tensor]:
+    """The paper mode's partition of the observations ``0 … count−1`` into ``n_parts`` disjoint parts of near-equal
+    size, uniformly at random: ``torch.tensor_split(torch.randperm(count, generator=seeded(seed)), n_parts)``."""
+    perm = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
+    return list(torch.tensor_split(perm, n_parts))
+
+
+def _lam(reg: float, counts: torch.Tensor, scaling: str, dt: torch.dtype) -> torch.Tensor:
+    return reg * counts.to(dt) if scaling == "count" else torch.full(counts.shape, reg, dtype=dt, device=counts.device)
+
+
 def _penalty(lam: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return (lam.double() * x.double().square().sum(1)).sum()
 
@@ -119,6 +131,9 @@ def complete(
     reg_scaling: str = "none",
     duplicates: str = "error",
     dtype: torch.dtype | None = None,
+    trim: float | None = None,
+    sample_splitting: bool = False,
+    warn: bool = True,
 ) -> CompletionResult:
     """Fit ``R ≈ U Vᵀ`` (plus ``mean + row_bias + col_bias`` with ``biases=True``) to observed entries.
 
@@ -158,6 +173,20 @@ def complete(
         reg_scaling: ``"none"`` or ``"count"`` (see above).
         duplicates: ``"error"`` (default) refuses repeated ``(row, col)`` pairs; ``"mean"`` averages them.
         dtype: ``torch.float64`` or ``torch.float32``; default float32 if ``values`` is float32, else float64.
+        trim: incoherence trimming of the initial factor (``None``: off): rows of ``V₀`` longer than ``trim`` times
+            its RMS row norm are rescaled to that length (:func:`precond.completion._init.trim_rows`; the paper's
+            constant is ``trim = 2 μ √k`` for a ``μ``-incoherent matrix, JNS13 Alg. 2 step 4).
+        sample_splitting: the paper's mode (Gu–Song–Yin–Zhang 2024 / JNS13 Alg. 2 step 1, ``T = max_iter``): the
+            observations are split uniformly at random into ``2T + 1`` disjoint parts
+            (:func:`split_observations` with ``seed``); ``Ω_0`` gives the initial SVD (rescaled by
+            ``p = |Ω_0|/(mn)``), the ``t``-th row half-step uses only ``Ω_t`` and the ``t``-th column half-step only
+            ``Ω_{T+t}`` (``λ_i`` counted on that part with ``"count"``).  Each part is used once, so it needs about
+            ``2T + 1`` times the samples of the default mode; a row without observations in a part gets a zero
+            factor for that half-step.  Without biases only; the factors are not re-orthonormalized between
+            half-steps (with ``reg = 0`` that changes only the basis, not ``U Vᵀ``).  The stopping test and
+            ``history`` use the objective on all of ``Ω``, which need not decrease here (so the test is on
+            ``|Δ objective|``).
+        warn: emit a :class:`~precond.completion.ConvergenceWarning` when ``max_iter`` is reached unconverged.
 
     Cold start: a row (column) without observations gets a zero factor and zero bias, so its predictions are
     ``μ + c_j`` (``μ + b_i``), or 0 without biases; the other rows are unaffected.
@@ -186,8 +215,20 @@ def complete(
         raise TypeError(f"`biases` must be True or False, got {biases!r}")
     check_choice(reg_scaling, "reg_scaling", REG_SCALINGS)
     check_choice(duplicates, "duplicates", DUPLICATES)
+    if trim is not None:
+        trim = check_real(trim, "trim", minimum=0.0, strict=True)
+    for flag, name in ((sample_splitting, "sample_splitting"), (warn, "warn")):
+        if not isinstance(flag, bool):
+            raise TypeError(f"`{name}` must be True or False, got {flag!r}")
+    if sample_splitting and biases:
+        raise ValueError("`sample_splitting=True` is the paper's model without biases; pass biases=False")
     r, c, v = check_observations(rows, cols, values, (m, n), dtype, duplicates)
     dt, device = v.dtype, v.device
+    if sample_splitting and v.numel() < 2 * max_iter + 1:
+        raise ValueError(
+            f"`sample_splitting=True` splits the {v.numel()} observations into 2·max_iter+1 = {2 * max_iter + 1} "
+            "parts; lower `max_iter` or observe more entries"
+        )
     val = None
     if validation is not None:
         if not isinstance(validation, (tuple, list)) or len(validation) != 3:
@@ -198,17 +239,21 @@ def complete(
     mean = float(v.double().mean()) if biases else 0.0
     centered = v - mean
     by_row, by_col = RowIndex(r, c, m), RowIndex(c, r, n)
-    if reg_scaling == "count":
-        lam_u, lam_v = reg * by_row.counts.to(dt), reg * by_col.counts.to(dt)
-    else:
-        lam_u = torch.full((m,), reg, dtype=dt, device=device)
-        lam_v = torch.full((n,), reg, dtype=dt, device=device)
+    lam_u, lam_v = _lam(reg, by_row.counts, reg_scaling, dt), _lam(reg, by_col.counts, reg_scaling, dt)
     if biases:
         b, cb = fit_biases(r, c, centered, (by_row.counts, by_col.counts), (lam_u, lam_v))
     else:
         b, cb = torch.zeros(m, dtype=dt, device=device), torch.zeros(n, dtype=dt, device=device)
     generator = torch.Generator().manual_seed(seed)
-    V = spectral_init(r, c, centered - b[r] - cb[c], (m, n), k, generator)
+    parts = None
+    if sample_splitting:  # Ω_0 for the start, Ω_t for the t-th row half-step, Ω_{T+t} for the t-th column one
+        parts = [p.to(device) for p in split_observations(v.numel(), 2 * max_iter + 1, seed)]
+        p0 = parts[0]
+        V = spectral_init(r[p0], c[p0], centered[p0], (m, n), k, generator)
+    else:
+        V = spectral_init(r, c, centered - b[r] - cb[c], (m, n), k, generator)
+    if trim is not None:
+        V = trim_rows(V, trim)
     U = torch.zeros(m, k, dtype=dt, device=device)
     ones_m, ones_n = torch.ones(m, 1, dtype=dt, device=device), torch.ones(n, 1, dtype=dt, device=device)
     floor = (16 * torch.finfo(dt).eps) ** 2 * float(centered.double().square().sum())
@@ -217,6 +262,7 @@ def complete(
     sketch_gen = torch.Generator().manual_seed(seed)
     row_step = _HalfStep(solver, by_row, lam_u, d, sketch_gen)
     col_step = _HalfStep(solver, by_col, lam_v, d, sketch_gen)
+    row_target = col_target = centered
     history: list[HistoryEntry] = []
     solves: list[SolveEntry] = []
     previous = math.inf
@@ -231,8 +277,14 @@ def complete(
             y, s_col = col_step(torch.cat([U, ones_m], 1), centered - b[r], torch.cat([V, cb[:, None]], 1), cg_tol)
             V, cb = y[:, :k], y[:, k]
         else:
-            U, s_row = row_step(V, centered, U, cg_tol)
-            V, s_col = col_step(U, centered, V, cg_tol)
+            if parts is not None:
+                pr, pc = parts[iterations], parts[max_iter + iterations]
+                by_r, by_c = RowIndex(r[pr], c[pr], m), RowIndex(c[pc], r[pc], n)
+                row_step = _HalfStep(solver, by_r, _lam(reg, by_r.counts, reg_scaling, dt), d, sketch_gen)
+                col_step = _HalfStep(solver, by_c, _lam(reg, by_c.counts, reg_scaling, dt), d, sketch_gen)
+                row_target, col_target = centered[pr], centered[pc]
+            U, s_row = row_step(V, row_target, U, cg_tol)
+            V, s_col = col_step(U, col_target, V, cg_tol)
         solves.append(
             SolveEntry(
                 iterations,
@@ -257,11 +309,19 @@ def complete(
             val_rmse = math.sqrt(float((vv - pred).double().square().mean()))
         history.append((iterations, math.sqrt(sse / v.numel()), val_rmse, time.perf_counter() - start))
         settled = solver == "exact" or cg_tol <= max(cg_tolerance_floor(dt), math.sqrt(tol))
-        stalled = settled and math.isfinite(previous) and previous - objective <= tol * previous
+        decrease = previous - objective if parts is None else abs(previous - objective)  # not monotone with splits
+        stalled = settled and math.isfinite(previous) and decrease <= tol * previous
         if objective <= floor or stalled:
             converged = True
             break
         previous = objective
+    if warn and not converged:
+        warnings.warn(
+            f"complete() stopped at max_iter={max_iter} before the relative decrease reached tol={tol:g} "
+            f"(last objective {objective:.6g}); raise `max_iter` or `tol`, or pass warn=False",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
 
     return CompletionResult(
         U=U,

@@ -41,3 +41,18 @@ def spectral_init(
     b_t = _matmul(cols, rows, vals, q, n)  # (Qᵀ X)ᵀ, [n, width]
     _, s, vh = torch.linalg.svd(b_t.T, full_matrices=False)
     return vh[:rank].T * s[:rank].sqrt()
+
+
+def trim_rows(factor: torch.Tensor, trim: float) -> torch.Tensor:
+    """Incoherence trimming: rows with ``‖f_j‖ > trim · ‖F‖_F / √n`` (``trim`` times the RMS row norm) are rescaled
+    to that norm; the other rows are unchanged.
+
+    The row-wise form of the clipping of Jain–Netrapalli–Sanghavi 2013 (Alg. 2, step 4; reused by Gu–Song–Yin–Zhang
+    2024), which zeroes the entries of the orthonormal initial factor above ``2 μ √k / √n``: for an orthonormal
+    ``[n, k]`` factor the RMS row norm is ``√(k/n)`` and a ``μ``-incoherent one has row norms ``≤ √(μ k / n)``, so
+    ``trim = 2 μ √k`` bounds the rows as the paper's entry clip does (its rows are ``≤ 2 μ k / √n``).
+    """
+    norms = factor.double().norm(dim=1)
+    bound = trim * float(norms.square().mean().sqrt())
+    scale = torch.where(norms > bound, bound / norms.clamp_min(torch.finfo(torch.float64).tiny), 1.0)
+    return factor * scale.to(factor.dtype)[:, None]

@@ -9,6 +9,11 @@ import torch
 
 from precond.completion._validate import check_index
 
+
+class ConvergenceWarning(UserWarning):
+    """:func:`~precond.completion.complete` stopped at ``max_iter`` before its tolerance (``converged=False``)."""
+
+
 #: One row of :attr:`CompletionResult.history`: ``(iteration, train_rmse, validation_rmse, seconds)``;
 #: ``validation_rmse`` is ``None`` without validation data, ``seconds`` is wall-clock since the call started.
 HistoryEntry = tuple[int, float, float | None, float]
