@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -61,3 +64,27 @@ def writable_folder(path: Path, option: str, files: Sequence[str] = ()) -> Path:
                 f"remove it or choose another {option}"
             )
     return path
+
+
+def script_main(
+    description: str | None,
+    add_arguments: Callable[..., None],
+    run_from_args: Callable[..., Any],
+    argv: Sequence[str] | None,
+    *,
+    out_default: Path,
+    prog: str | None,
+) -> Any:
+    """The body of an area's full-grid benchmark script (``benchmarks/<area>.py``): parse ``argv`` with the
+    area's ``add_arguments`` (full grid by default), run ``run_from_args`` with the command line as typed, and
+    turn a :class:`UsageError` into argparse's usage error (exit status 2)."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_arguments(parser, quick_default=False, out_default=out_default)
+    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return run_from_args(args, shlex.join([prog or Path(sys.argv[0]).name, *words]), out_default=out_default)
+    except UsageError as err:
+        parser.error(str(err))

@@ -137,3 +137,23 @@ def run_budgeted(
             proc.kill()
         proc.join()
         receiver.close()
+
+
+def record_outcome(row: dict[str, Any], outcome: BudgetOutcome, budget: float) -> Any:
+    """Fill a benchmark result ``row`` from ``outcome`` and return the child's payload if it finished, else ``None``.
+
+    Every area records the failures alike: a killed child as ``status="timeout"`` (``timed_out``, ``killed``,
+    ``seconds = budget``), an exception or a start-up failure as ``status="failed"`` with its message; the start-up
+    time goes to ``setup_seconds`` when known.  A finished payload is the caller's to record.
+    """
+    if outcome.setup_seconds is not None:
+        row["setup_seconds"] = outcome.setup_seconds
+    if outcome.status == "done":
+        return outcome.payload
+    if outcome.status == "timeout":
+        row.update(status="timeout", timed_out=True, killed=True, seconds=budget)
+    elif outcome.status == "error":
+        row.update(status="failed", message=outcome.message.splitlines()[-1] if outcome.message else "error")
+    else:  # setup_timeout, crashed
+        row.update(status="failed", message=outcome.message)
+    return None

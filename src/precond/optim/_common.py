@@ -9,6 +9,7 @@ the finiteness flag), and keeps the math of one step in a module-level function 
 from __future__ import annotations
 
 import math
+from abc import ABCMeta, abstractmethod
 from collections.abc import Callable, Iterable
 from itertools import chain
 from typing import Any, ClassVar, overload
@@ -142,7 +143,7 @@ def state_dtype(param: torch.Tensor) -> torch.dtype:
 
 
 # ---------------------------------------------------------------------------------------------- the base class
-class PrecondOptimizer(Optimizer):
+class PrecondOptimizer(Optimizer, metaclass=ABCMeta):
     """``torch.optim.Optimizer`` with the conventions every ``precond`` optimizer shares.
 
     * hyperparameters are checked by ``_validate_group`` in ``__init__`` and in ``add_param_group`` (errors
@@ -228,11 +229,11 @@ class PrecondOptimizer(Optimizer):
     def _check_step(self, groups: list[tuple[dict[str, Any], list[torch.Tensor]]]) -> None:
         """Validate (or prepare) the state before a step touches it; ``groups`` as for ``_step_groups``."""
 
+    @abstractmethod
     def _step_groups(self, groups: list[tuple[dict[str, Any], list[torch.Tensor]]], ok: torch.Tensor | None) -> None:
         """Update every ``(group, params with a gradient)`` pair; ``ok`` is the 0-d finiteness flag of
         ``nonfinite="skip"`` (a false one must make the step a no-op, preferably masked, without a sync) or
         ``None``."""
-        raise NotImplementedError
 
     @staticmethod
     def _count_skips(counters: list[torch.Tensor], ok: torch.Tensor | None) -> None:

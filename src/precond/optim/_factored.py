@@ -9,7 +9,7 @@ a subclass supplies the names of its state and the math of one batched step.
 
 from __future__ import annotations
 
-from abc import ABCMeta, abstractmethod
+from abc import abstractmethod
 from collections.abc import Hashable, Iterable
 from typing import Any, ClassVar
 
@@ -34,7 +34,7 @@ def check_layout(group: dict[str, Any], where: str) -> None:
     check_bool(group, "precondition_1d", where)
 
 
-class FactoredOptimizer(PrecondOptimizer, metaclass=ABCMeta):
+class FactoredOptimizer(PrecondOptimizer):
     """Base of the Kronecker-factored optimizers.
 
     Subclasses set ``moment_names`` (per-block tensors in the block's merged shape), ``matrix_kinds``

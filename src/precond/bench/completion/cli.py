@@ -4,13 +4,11 @@
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from precond._args import UsageError, int_at_least, positive_float, writable_folder
+from precond._args import int_at_least, positive_float, script_main, writable_folder
 from precond.bench.completion.problems import KINDS, select_problems
 from precond.bench.completion.run import DEFAULT_BUDGET, DEFAULT_OUT, DEFAULT_THREADS, REFERENCE, run_benchmark
 from precond.bench.completion.runners import available_methods, methods
@@ -145,13 +143,5 @@ def main(argv: Sequence[str] | None = None, *, out_default: Path = DEFAULT_OUT, 
     """The full-grid benchmark script (``benchmarks/completion.py``): ``--quick`` for the quick grid."""
     import precond.bench.completion as package
 
-    parser = argparse.ArgumentParser(
-        prog=prog, description=package.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_arguments(parser, quick_default=False, out_default=out_default)
-    args = parser.parse_args(argv)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        return run_from_args(args, shlex.join([prog or Path(sys.argv[0]).name, *argv]), out_default=out_default)
-    except UsageError as err:
-        parser.error(str(err))
+    result: dict = script_main(package.__doc__, add_arguments, run_from_args, argv, out_default=out_default, prog=prog)
+    return result

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from precond.bench import versions
-from precond.bench._harness import run_budgeted
+from precond.bench._harness import record_outcome, run_budgeted
 from precond.bench.completion.output import HEADER, format_row, format_table, plot, scaling
 from precond.bench.completion.problems import PUBLISHED, Problem
 from precond.bench.completion.runners import ITERATIONS, SETTINGS, method_spec, solve
@@ -88,19 +88,12 @@ def run_method(
         grace=grace,
         setup_timeout=setup_timeout,
     )
-    if outcome.setup_seconds is not None:
-        row["setup_seconds"] = outcome.setup_seconds
-    if outcome.status == "done":
-        out = dict(outcome.payload)
+    payload = record_outcome(row, outcome, budget)
+    if payload is not None:
+        out = dict(payload)
         row.update(out)
         if float(out["seconds"]) > budget:
             row.update(status="over_budget", timed_out=True, solve_seconds=float(out["seconds"]), seconds=budget)
-    elif outcome.status == "timeout":
-        row.update(status="timeout", timed_out=True, killed=True, seconds=budget)
-    elif outcome.status == "error":
-        row.update(status="failed", message=outcome.message.splitlines()[-1] if outcome.message else "error")
-    else:  # setup_timeout, crashed
-        row.update(status="failed", message=outcome.message)
     return row
 
 

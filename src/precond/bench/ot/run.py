@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from precond.bench import versions
-from precond.bench._harness import run_budgeted
+from precond.bench._harness import record_outcome, run_budgeted
 from precond.bench.environment import machine_record
 from precond.bench.ot.output import HEADER, format_row, format_table, plot, summarize
 from precond.bench.ot.problems import TARGET, Problem
@@ -94,16 +94,9 @@ def run_method(
         grace=grace,
         setup_timeout=setup_timeout,
     )
-    if outcome.setup_seconds is not None:
-        row["setup_seconds"] = outcome.setup_seconds
-    if outcome.status == "done":
-        _record(row, outcome.payload, budget)
-    elif outcome.status == "timeout":
-        row.update(status="timeout", timed_out=True, killed=True, seconds=budget)
-    elif outcome.status == "error":
-        row.update(status="failed", message=outcome.message.splitlines()[-1] if outcome.message else "error")
-    else:  # setup_timeout, crashed
-        row.update(status="failed", message=outcome.message)
+    payload = record_outcome(row, outcome, budget)
+    if payload is not None:
+        _record(row, payload, budget)
     return row
 
 
