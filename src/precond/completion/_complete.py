@@ -66,6 +66,37 @@ def cg_tolerance_floor(dtype: torch.dtype) -> float:
     return max(CG_TOL_FLOOR, 100 * torch.finfo(dtype).eps)
 
 
+def rounding_floor(centered: torch.Tensor, dtype: torch.dtype) -> float:
+    """``(16 ε)² Σ (r − μ)²``: an objective at or below it is rounding noise, the fit is exact."""
+    return (16 * torch.finfo(dtype).eps) ** 2 * float(centered.double().square().sum())
+
+
+def check_objective(objective: float, iteration: int, dtype: torch.dtype) -> None:
+    """Raise ``FloatingPointError`` on a non-finite objective (never a silent NaN)."""
+    if not math.isfinite(objective):
+        raise FloatingPointError(
+            f"the objective became non-finite at iteration {iteration} ({dtype}); rescale `values` or use float64"
+        )
+
+
+def has_converged(
+    objective: float,
+    previous: float,
+    floor: float,
+    tol: float,
+    solver: str,
+    cg_tol: float,
+    dtype: torch.dtype,
+    *,
+    monotone: bool = True,
+) -> bool:
+    """The stopping rule of :func:`complete` (its docstring): at the rounding floor, or a relative decrease ``≤ tol``
+    once the CG tolerance is settled (``monotone=False``: the absolute change, for sample splitting)."""
+    settled = solver == "exact" or cg_tol <= max(cg_tolerance_floor(dtype), math.sqrt(tol))
+    change = previous - objective if monotone else abs(previous - objective)
+    return objective <= floor or (settled and math.isfinite(previous) and change <= tol * previous)
+
+
 def cg_tolerance(iteration: int, dtype: torch.dtype) -> float:
     """The CG relative-residual tolerance of outer iteration ``iteration`` (from 1), see the module docstring."""
     return max(cg_tolerance_floor(dtype), CG_TOL_START * CG_TOL_RATE ** (iteration - 1))
@@ -256,7 +287,7 @@ def complete(
         V = trim_rows(V, trim)
     U = torch.zeros(m, k, dtype=dt, device=device)
     ones_m, ones_n = torch.ones(m, 1, dtype=dt, device=device), torch.ones(n, 1, dtype=dt, device=device)
-    floor = (16 * torch.finfo(dt).eps) ** 2 * float(centered.double().square().sum())
+    floor = rounding_floor(centered, dt)
 
     d = k + 1 if biases else k
     sketch_gen = torch.Generator().manual_seed(seed)
@@ -298,20 +329,14 @@ def complete(
         sse = float(resid.square().sum())
         penalty = _penalty(lam_u, U) + _penalty(lam_v, V) + (lam_u.double() * b.double().square()).sum()
         objective = sse + float(penalty + (lam_v.double() * cb.double().square()).sum())
-        if not math.isfinite(objective):
-            raise FloatingPointError(
-                f"the objective became non-finite at iteration {iterations} ({dt}); rescale `values` or use float64"
-            )
+        check_objective(objective, iterations, dt)
         val_rmse = None
         if val is not None:
             vr, vc, vv = val
             pred = (U[vr] * V[vc]).sum(1) + b[vr] + cb[vc] + mean
             val_rmse = math.sqrt(float((vv - pred).double().square().mean()))
         history.append((iterations, math.sqrt(sse / v.numel()), val_rmse, time.perf_counter() - start))
-        settled = solver == "exact" or cg_tol <= max(cg_tolerance_floor(dt), math.sqrt(tol))
-        decrease = previous - objective if parts is None else abs(previous - objective)  # not monotone with splits
-        stalled = settled and math.isfinite(previous) and decrease <= tol * previous
-        if objective <= floor or stalled:
+        if has_converged(objective, previous, floor, tol, solver, cg_tol, dt, monotone=parts is None):
             converged = True
             break
         previous = objective

@@ -59,7 +59,15 @@ import torch
 import torch.distributed as dist
 
 from precond.completion._biases import fit_biases
-from precond.completion._complete import SOLVERS, _HalfStep, _penalty, cg_tolerance, cg_tolerance_floor
+from precond.completion._complete import (
+    SOLVERS,
+    _HalfStep,
+    _penalty,
+    cg_tolerance,
+    check_objective,
+    has_converged,
+    rounding_floor,
+)
 from precond.completion._init import spectral_init
 from precond.completion._result import CompletionResult, HistoryEntry, SolveEntry
 from precond.completion._solve import RowIndex
@@ -312,7 +320,7 @@ def distributed_complete(
             b0, cb0 = torch.zeros(m, dtype=dt), torch.zeros(n, dtype=dt)
         V0 = spectral_init(r0, c0, cent0 - b0[r0] - cb0[c0], (m, n), k, torch.Generator().manual_seed(seed_i))
         start_vec = torch.cat([b0, cb0, V0.reshape(-1)])
-        floor0 = (16 * torch.finfo(dt).eps) ** 2 * float(cent0.double().square().sum())
+        floor0 = rounding_floor(cent0, dt)
         scal = torch.tensor([mean0, floor0], dtype=torch.float64)
     del r0, c0, v0
     dist.broadcast(start_vec, src, group=group)
@@ -358,13 +366,9 @@ def distributed_complete(
         solves.append(SolveEntry(iterations, cg_tol, its, int(parts[:, 3].sum()), int(parts[:, 4].sum())))
         penalty = _penalty(lam_u, U) + _penalty(lam_v, V) + (lam_u.double() * b.double().square()).sum()
         objective = sse + float(penalty + (lam_v.double() * cb.double().square()).sum())
-        if not math.isfinite(objective):
-            raise FloatingPointError(
-                f"the objective became non-finite at iteration {iterations} ({dt}); rescale `values` or use float64"
-            )
+        check_objective(objective, iterations, dt)
         history.append((iterations, math.sqrt(sse / int(total)), None, time.perf_counter() - start))
-        settled = solver == "exact" or cg_tol <= max(cg_tolerance_floor(dt), math.sqrt(tol_f))
-        if objective <= floor or (settled and math.isfinite(previous) and previous - objective <= tol_f * previous):
+        if has_converged(objective, previous, floor, tol_f, solver, cg_tol, dt):
             converged = True
             break
         previous = objective
