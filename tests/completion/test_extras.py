@@ -53,13 +53,13 @@ def test_complete_trims_the_initial_factor_before_the_first_half_step(monkeypatc
         seen["V0"] = V.clone()
         return V
 
-    def spy(idx, design, target, lam, *a):  # type: ignore[no-untyped-def]
+    def spy(idx, design, target, lam, *a, **kw):  # type: ignore[no-untyped-def]
         seen.setdefault("first_design", design.clone())
-        return real_ridge(idx, design, target, lam, *a)
+        return real_ridge(idx, design, target, lam, *a, **kw)
 
-    real_ridge = cmod.ridge_rows
+    real_ridge = cmod.solve_rows
     monkeypatch.setattr(cmod, "spectral_init", heavy_init)
-    monkeypatch.setattr(cmod, "ridge_rows", spy)
+    monkeypatch.setattr(cmod, "solve_rows", spy)
     complete(rows, cols, M[rows, cols], (m, n), k, max_iter=1, trim=1.5, warn=False)
     torch.testing.assert_close(seen["first_design"], trim_rows(seen["V0"], 1.5), rtol=0, atol=0)
     norms = seen["first_design"].norm(dim=1)
@@ -113,18 +113,18 @@ def test_each_half_step_uses_only_its_part(monkeypatch: pytest.MonkeyPatch, reg_
     vals = M[rows, cols]
     parts = [p.numpy() for p in split_observations(rows.size, 2 * T + 1, seed)]
     calls, inits = [], []
-    real_ridge, real_init = cmod.ridge_rows, cmod.spectral_init
+    real_ridge, real_init = cmod.solve_rows, cmod.spectral_init
 
-    def spy(idx, design, target, lam, *a):  # type: ignore[no-untyped-def]
-        out = real_ridge(idx, design, target, lam, *a)
-        calls.append((idx.n_rows, design.clone(), out.clone()))
+    def spy(idx, design, target, lam, *a, **kw):  # type: ignore[no-untyped-def]
+        out = real_ridge(idx, design, target, lam, *a, **kw)
+        calls.append((idx.n_rows, design.clone(), out[0].clone()))
         return out
 
     def init_spy(r, c, t, *a, **kw):  # type: ignore[no-untyped-def]
         inits.append((r.numpy().copy(), c.numpy().copy(), t.numpy().copy()))
         return real_init(r, c, t, *a, **kw)
 
-    monkeypatch.setattr(cmod, "ridge_rows", spy)
+    monkeypatch.setattr(cmod, "solve_rows", spy)
     monkeypatch.setattr(cmod, "spectral_init", init_spy)
     res = complete(
         rows, cols, vals, (m, n), k, reg=reg, max_iter=T, tol=0.0, sample_splitting=True, seed=seed,

@@ -42,11 +42,18 @@ def test_every_solver_recovers_like_exact(solver: str, m: int, n: int, k: int, c
     if solver in ("cg", "sketch_cg"):
         assert all(s.exact_rows == 0 for s in res.solves)
         assert res.solves[0].cg_iterations > 0
-    if solver == "auto" and k == 16:  # d = 16 ≥ AUTO_MIN_WIDTH: heavy rows by sketch_cg, light columns exact
-        assert all(s.exact_rows == n for s in res.solves)
-        assert res.solves[0].cg_iterations > 0
-    if solver == "auto" and k == 8:  # d = 8 < AUTO_MIN_WIDTH: everything exact
+    if solver == "auto":  # the cost model keeps these rows (|Ω_i| ≤ 200, d ≤ 16) on the exact solver
         assert all(s.exact_rows == m + n and s.cg_iterations == 0 for s in res.solves)
+
+
+def test_auto_picks_the_sketch_only_where_the_cost_model_says_it_pays() -> None:
+    from precond.completion._complete import MATVEC_COST, SKETCH_FACTOR, auto_method
+
+    assert auto_method(200, 16) == "exact"
+    assert auto_method(10_000, 32) == "exact"  # d = 32 < MATVEC_COST · (nnz + 2 · iterations) = 100
+    assert auto_method(100_000, 256) == "sketch_cg"
+    assert auto_method(SKETCH_FACTOR * 256, 256) == "exact"  # a row no longer than the sketch is never sketched
+    assert MATVEC_COST > 1
 
 
 def _half_step_problem(seed: int) -> tuple[RowIndex, torch.Tensor, torch.Tensor, int]:
@@ -74,7 +81,7 @@ def test_cg_half_step_with_tight_tolerance_equals_exact(sketched: bool, lam_kind
     )
     expected = ridge_rows(idx, W, t, lam)
     x0 = torch.randn(m, W.shape[1], dtype=torch.float64)  # a warm start far from the answer
-    sketch = (20, 4, torch.Generator().manual_seed(0)) if sketched else None
+    sketch = (20, torch.Generator().manual_seed(0)) if sketched else None
     got, stats = ridge_rows_cg(idx, W, t, lam, x0, 1e-14, 500, sketch)
     assert stats.unconverged == 0
     assert stats.exact_rows == (int(((counts > 0) & (counts < 5)).sum()) if lam_kind == "zero" else 0)
@@ -94,7 +101,7 @@ def test_sketch_cg_needs_fewer_iterations_on_ill_conditioned_rows() -> None:
     lam = torch.full((m,), 1e-8, dtype=torch.float64)
     x0 = torch.zeros(m, d, dtype=torch.float64)
     plain, s_plain = ridge_rows_cg(idx, W, t, lam, x0, 1e-10, 2000)
-    pre, s_pre = ridge_rows_cg(idx, W, t, lam, x0, 1e-10, 2000, (4 * d, 4, torch.Generator().manual_seed(0)))
+    pre, s_pre = ridge_rows_cg(idx, W, t, lam, x0, 1e-10, 2000, (4 * d, torch.Generator().manual_seed(0)))
     assert s_plain.unconverged == 0 and s_pre.unconverged == 0
     assert s_plain.iterations > 3 * d
     assert 4 * s_pre.iterations <= s_plain.iterations

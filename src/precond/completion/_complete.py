@@ -5,14 +5,18 @@ Row solvers (``solver=``), all batched over rows (:mod:`._solve`):
 * ``"exact"``: batched Cholesky on the ``d × d`` normal equations, ``O(|Ω| d² + m d³)`` per half-step.
 * ``"cg"``: matrix-free batched CG on ``(W_iᵀW_i + λ_i I) x = W_iᵀ t_i``, warm-started from the previous iterate,
   ``O(|Ω| d)`` per CG iteration; the iteration count depends on ``κ(W_i)``.
-* ``"sketch_cg"``: the same CG preconditioned per row by ``(R_iᵀR_i)⁻¹``, ``R_i`` from the QR of
-  ``[S_i W_i; √λ_i I]`` with a sparse sign sketch of ``s = SKETCH_FACTOR · d`` rows (Gu–Song–Yin–Zhang, ICLR 2024,
-  "FastMultiReg"): ``O(SKETCH_NNZ · |Ω| d)`` for the sketches plus ``O(m (s + d) d²)`` for the QRs (the paper's
-  ``n k³`` term, not avoided), then a ``κ(W_i)``-independent number of ``O(|Ω| d)`` iterations.
-* ``"auto"``: per row, ``"exact"`` where ``|Ω_i| ≤ AUTO_RATIO · d`` (a sketch of ``4d`` rows would not shrink the
-  row, and ``|Ω_i| d² ≤ 4 d³`` is no more than the QR of the sketch) or on a side whose design width ``d`` is below
-  ``AUTO_MIN_WIDTH`` (the Cholesky's ``|Ω_i| d²`` is then comparable to a few CG sweeps); ``"sketch_cg"`` elsewhere
-  (heavy rows).
+* ``"sketch_cg"``: the same CG preconditioned per row by ``(R_iᵀR_i)⁻¹``, ``R_iᵀR_i`` the Cholesky factorization of
+  ``(S_iW_i)ᵀ(S_iW_i) + λ_i I`` for a sign sketch ``S_i`` of ``s = SKETCH_FACTOR · d`` rows
+  (:func:`precond.linalg.block_sign_sketch`; Gu–Song–Yin–Zhang, ICLR 2024, "FastMultiReg", with the QR of the sketch
+  replaced by the Cholesky factor of its Gram, the same ``R_i`` up to signs): ``O(|Ω| d)`` for the sketches plus
+  ``O(m (s d² + d³))`` for the factors (the paper's ``n k³`` term, not avoided), then a ``κ(W_i)``-independent
+  number of ``O(|Ω| d)`` iterations.  A row with at most ``s`` observations is not sketched (its preconditioner is
+  exact and PCG takes one step).
+* ``"auto"``: per bucket of rows of near-equal count ``w`` (:mod:`._solve`), the cheaper of ``"exact"`` and
+  ``"sketch_cg"`` by the cost model of :func:`auto_method` (in multiply–adds of a batched Gram, with one
+  memory-bound matrix–vector multiply–add counted as ``MATVEC_COST`` of them): exact ``w d² + d³``, sketch_cg
+  ``(1 + 2 AUTO_PCG_ITERS) · MATVEC_COST · w d + s d² + d³``.  Sketching pays only for rows much longer than the
+  sketch and wide designs (``d`` beyond ``MATVEC_COST · (1 + 2 AUTO_PCG_ITERS)``).
 
 Tolerance schedule of the CG solves at outer iteration ``t = 1, 2, …``:
 
@@ -38,7 +42,7 @@ import torch
 from precond.completion._biases import fit_biases
 from precond.completion._init import spectral_init, trim_rows
 from precond.completion._result import CompletionResult, ConvergenceWarning, HistoryEntry, SolveEntry
-from precond.completion._solve import CGStats, RowIndex, ridge_rows, ridge_rows_cg
+from precond.completion._solve import CGStats, RowIndex, solve_rows
 from precond.completion._validate import (
     DUPLICATES,
     REG_SCALINGS,
@@ -55,10 +59,20 @@ SOLVERS = ("auto", "exact", "sketch_cg", "cg")
 CG_TOL_START, CG_TOL_RATE, CG_TOL_FLOOR = 1e-2, 0.5, 1e-12
 #: CG iteration cap per half-step: ``CG_MAX_ITER_FACTOR · d + 10``.
 CG_MAX_ITER_FACTOR = 2
-#: Sketch size ``s = SKETCH_FACTOR · d`` and nonzeros per observation of the sparse sign sketch.
-SKETCH_FACTOR, SKETCH_NNZ = 4, 4
-#: ``"auto"``: exact for rows with ``|Ω_i| ≤ AUTO_RATIO · d``, and for every row when ``d < AUTO_MIN_WIDTH``.
-AUTO_RATIO, AUTO_MIN_WIDTH = 4, 16
+#: Sketch size ``s = SKETCH_FACTOR · d``.
+SKETCH_FACTOR = 4
+#: ``"auto"`` cost model (:func:`auto_method`): PCG iterations assumed per half-step, and the cost of one
+#: matrix–vector multiply–add (memory-bound) in multiply–adds of a batched Gram (compute-bound BLAS-3).
+AUTO_PCG_ITERS, MATVEC_COST = 3, 10.0
+
+
+def auto_method(width: int, d: int) -> str:
+    """``"exact"`` or ``"sketch_cg"`` for a bucket of rows of ``width`` observations and design width ``d``: the
+    cheaper by the cost model in the module docstring."""
+    s = SKETCH_FACTOR * d
+    exact = width * d * d + d**3
+    sketch = (1 + 2 * AUTO_PCG_ITERS) * MATVEC_COST * width * d + s * d * d + d**3
+    return "sketch_cg" if width > s and sketch < exact else "exact"
 
 
 def cg_tolerance_floor(dtype: torch.dtype) -> float:
@@ -103,31 +117,27 @@ def cg_tolerance(iteration: int, dtype: torch.dtype) -> float:
 
 
 class _HalfStep:
-    """One side's row solver, with what is fixed across iterations (which rows are exact, the sketch stream)."""
+    """One side's row solver, with what is fixed across iterations (the row index, the sketch stream)."""
 
     def __init__(self, solver: str, idx: RowIndex, lam: torch.Tensor, d: int, generator: torch.Generator) -> None:
         self.solver, self.idx, self.lam, self.d, self.generator = solver, idx, lam, d, generator
-        if solver == "auto":
-            exact = (idx.counts <= AUTO_RATIO * d) | torch.full_like(idx.counts, d < AUTO_MIN_WIDTH, dtype=torch.bool)
-            self.exact_idx, self.cg_idx = idx.subset(exact), idx.subset(~exact)
-            self.n_exact = int((exact & (idx.counts > 0)).sum())
-            self.n_cg = int((~exact).sum())
 
     def __call__(
         self, design: torch.Tensor, target: torch.Tensor, x0: torch.Tensor, tol: float
     ) -> tuple[torch.Tensor, CGStats]:
-        d, cap = self.d, CG_MAX_ITER_FACTOR * self.d + 10
-        sketch = (SKETCH_FACTOR * d, SKETCH_NNZ, self.generator)
-        if self.solver == "exact":
-            return ridge_rows(self.idx, design, target, self.lam), CGStats(0, 0, int((self.idx.counts > 0).sum()))
-        if self.solver != "auto":
-            use = sketch if self.solver == "sketch_cg" else None
-            return ridge_rows_cg(self.idx, design, target, self.lam, x0, tol, cap, use)
-        x = ridge_rows(self.exact_idx, design, target, self.lam) if self.n_exact else torch.zeros_like(x0)
-        if not self.n_cg:
-            return x, CGStats(0, 0, self.n_exact)
-        y, stats = ridge_rows_cg(self.cg_idx, design, target, self.lam, x0, tol, cap, sketch)
-        return x + y, CGStats(stats.iterations, stats.unconverged, stats.exact_rows + self.n_exact)
+        d = self.d
+        plan = auto_method if self.solver == "auto" else self.solver
+        return solve_rows(
+            self.idx,
+            design,
+            target,
+            self.lam,
+            plan,
+            x0=x0,
+            tol=tol,
+            max_iter=CG_MAX_ITER_FACTOR * d + 10,
+            sketch=(SKETCH_FACTOR * d, self.generator),
+        )
 
 
 def split_observations(count: int, n_parts: int, seed: int) -> list[torch.Tensor]:

@@ -1,122 +1,276 @@
-"""Exact row-wise ridge least squares (one ALS half-step) by batched Cholesky on the k×k normal equations.
+"""Row-wise ridge least squares (one ALS half-step), exact by batched Cholesky or approximate by batched (P)CG.
 
 For every row ``i`` with observed columns ``Ω_i`` and design rows ``w_j`` (the other side's factor, ``[n, d]``):
 
-    x_i = argmin_x Σ_{j∈Ω_i} (t_ij − w_jᵀ x)² + λ_i ‖x‖²   ⇔   (Σ_j w_j w_jᵀ + λ_i I) x_i = Σ_j t_ij w_j,
+    x_i = argmin_x Σ_{j∈Ω_i} (t_ij − w_jᵀ x)² + λ_i ‖x‖²   ⇔   (W_iᵀW_i + λ_i I) x_i = W_iᵀ t_i
 
-(ALS, e.g. Zhou et al. 2008 eq. 4, and the exact solve of Jain–Netrapalli–Sanghavi 2013, Alg. 2).  The Gram matrices
-are segment sums of per-observation outer products (``index_add_``), so there is no Python loop over rows or
-observations; the only loop is over fixed-size blocks of consecutive rows.
+(ALS, e.g. Zhou et al. 2008 eq. 4, and the exact solve of Jain–Netrapalli–Sanghavi 2013, Alg. 2).  Rows are packed
+into buckets of near-equal observation counts (:func:`precond.linalg.pad_buckets`), so each bucket's designs are one
+dense zero-padded ``[B, w, d]`` tensor and every per-row operation is a batched BLAS call: the Gram matrices
+``W_iᵀW_i`` (``einsum``, BLAS-3), the Cholesky factorizations and solves, and the CG matvecs
+``W_iᵀ(W_i p_i)`` (two batched matrix–vector products).  There is no Python loop over rows or observations; the
+loops are over the buckets (about ``log(max |Ω_i|)/log 1.25`` of them) and memory chunks of a bucket.
 
-Memory: a block holds at most ``block_obs`` observations (``block_obs · d²`` numbers for the outer products) and
-at most ``block_rows`` rows (``block_rows · d²`` for the Gram matrices); one row with more than ``block_obs``
-observations is a block of its own.
+Per-bucket methods (``plan``): ``"exact"`` (Cholesky; ``O(w d² + d³)`` per row), ``"cg"`` (matrix-free CG warm-started
+from ``x0``; ``O(w d)`` per iteration) and ``"sketch_cg"`` (the same CG preconditioned by the Cholesky factor of a
+sparse-sign sketched Gram ``(S_iW_i)ᵀ(S_iW_i) + λ_i I``, Gu–Song–Yin–Zhang 2024's sketch-and-precondition; a row
+with at most ``s`` observations is not sketched, its preconditioner is exact).
+
+Memory: one chunk holds at most ``budget`` numbers of padded design (``B · w · d``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from precond.linalg import segment_gram_matvec, segment_pcg, segment_sketch_factor, triangular_precond
+from precond.linalg import Bucket, block_sign_sketch, gather_padded, pad_buckets, segment_pcg
 
-#: Default budget of a block: outer products of this many numbers (2²⁴ ≈ 16.8 M, 134 MB in float64).
+#: Default budget of a chunk: this many numbers of padded design (2²⁴ ≈ 16.8 M, 134 MB in float64).
 BLOCK_NUMBERS = 1 << 24
+#: Per-bucket methods.
+METHODS = ("exact", "cg", "sketch_cg")
+
+
+@dataclass(frozen=True)
+class RowBucket:
+    """One bucket of rows of a :class:`RowIndex`: ``rows [B]``, ``design [B, w]`` (index of each observation's
+    design row, ``-1`` padding), ``target [B, w]`` (index into the targets in the original order, ``-1`` padding)
+    and ``counts [B]``."""
+
+    rows: torch.Tensor
+    design: torch.Tensor
+    target: torch.Tensor
+    counts: torch.Tensor
+
+    @property
+    def width(self) -> int:
+        """The padded row length ``w``."""
+        return int(self.design.shape[1])
+
+    def select(self, mask: torch.Tensor) -> RowBucket:
+        """The rows with ``mask`` (``[B]`` bool)."""
+        return RowBucket(self.rows[mask], self.design[mask], self.target[mask], self.counts[mask])
+
+    def chunks(self, d: int, budget: int) -> list[RowBucket]:
+        """Consecutive sub-buckets of at most ``budget`` numbers of padded design ``[B, w, d]`` (at least one row)."""
+        step = max(1, budget // max(1, self.width * d + d * d))
+        n = int(self.rows.numel())
+        return [
+            RowBucket(
+                self.rows[i : i + step], self.design[i : i + step], self.target[i : i + step], self.counts[i : i + step]
+            )
+            for i in range(0, n, step)
+        ]
 
 
 class RowIndex:
-    """The observations of one side sorted by that side's index (CSR order), computed once per fit."""
+    """The observations of one side grouped by that side's index, computed once per fit.
+
+    ``order`` sorts the observations by row (CSR order; ``index``/``other`` are the sorted row and design indices),
+    ``counts [n_rows]`` and the padded buckets of the non-empty rows (:attr:`buckets`).
+    """
 
     def __init__(self, index: torch.Tensor, other: torch.Tensor, n_rows: int) -> None:
-        self.order = torch.argsort(index, stable=True)
-        self.index = index[self.order]
-        self.other = other[self.order]
-        self.n_rows = n_rows
+        order = torch.argsort(index, stable=True)
+        self._set(order, index[order], other[order], n_rows)
+
+    def _set(self, order: torch.Tensor, index: torch.Tensor, other: torch.Tensor, n_rows: int) -> None:
+        self.order, self.index, self.other, self.n_rows = order, index, other, n_rows
         self.counts = torch.bincount(index, minlength=n_rows)
-        self.indptr = torch.zeros(n_rows + 1, dtype=torch.int64, device=index.device)
-        self.indptr[1:] = torch.cumsum(self.counts, 0)
+        self._buckets: list[RowBucket] | None = None
+
+    @property
+    def buckets(self) -> list[RowBucket]:
+        """The non-empty rows in buckets of one padded width each (:func:`precond.linalg.pad_buckets`)."""
+        if self._buckets is None:
+            self._buckets = [self._row_bucket(b) for b in pad_buckets(self.counts)]
+        return self._buckets
+
+    def _row_bucket(self, b: Bucket) -> RowBucket:
+        pad = b.positions < 0
+        design = torch.where(pad, -1, self.other[b.positions.clamp(min=0)])
+        target = torch.where(pad, -1, self.order[b.positions.clamp(min=0)])
+        return RowBucket(b.segments, design, target, b.counts)
 
     def subset(self, keep: torch.Tensor) -> RowIndex:
         """The observations of the rows with ``keep[i]`` (``[n_rows]`` bool); other rows become empty."""
         mask = keep[self.index]
         out = RowIndex.__new__(RowIndex)
-        out.order, out.index, out.other, out.n_rows = self.order[mask], self.index[mask], self.other[mask], self.n_rows
-        out.counts = torch.where(keep, self.counts, torch.zeros_like(self.counts))
-        out.indptr = torch.zeros_like(self.indptr)
-        out.indptr[1:] = torch.cumsum(out.counts, 0)
+        out._set(self.order[mask], self.index[mask], self.other[mask], self.n_rows)
         return out
-
-    def blocks(self, d: int, budget: int = BLOCK_NUMBERS) -> list[tuple[int, int]]:
-        """``[(start, stop), ...]`` row ranges covering all rows, each within ``budget`` numbers of outer products."""
-        per_block = max(1, budget // (d * d))
-        indptr = self.indptr.cpu()
-        out, start = [], 0
-        while start < self.n_rows:
-            limit = int(indptr[start]) + per_block
-            stop = int(torch.searchsorted(indptr, torch.tensor(limit), right=True)) - 1
-            stop = min(max(stop, start + 1), start + per_block, self.n_rows)
-            out.append((start, stop))
-            start = stop
-        return out
-
-
-def ridge_rows(
-    idx: RowIndex, design: torch.Tensor, target: torch.Tensor, lam: torch.Tensor, budget: int = BLOCK_NUMBERS
-) -> torch.Tensor:
-    """Solve every row's ridge problem exactly; returns ``[n_rows, d]``.
-
-    Args:
-        idx: the observations sorted by row (:class:`RowIndex`).
-        design: the other side's factor ``[n_other, d]``; row ``j`` is the design row of observation ``(i, j)``.
-        target: ``[|Ω|]`` targets in the *original* observation order.
-        lam: ``[n_rows]`` ridge weight ``λ_i ≥ 0`` per row.
-
-    Rows without observations get ``x_i = 0``.  Where the normal matrix is singular (``λ_i = 0`` with fewer than
-    ``d`` independent design rows) Cholesky fails and that row falls back to the minimum-norm least-squares solution
-    (the pseudo-inverse, the ``λ → 0`` limit of the ridge solution).
-    """
-    d = design.shape[1]
-    out = torch.zeros(idx.n_rows, d, dtype=design.dtype, device=design.device)
-    t_sorted = target[idx.order]
-    eye = torch.eye(d, dtype=design.dtype, device=design.device)
-    for start, stop in idx.blocks(d, budget):
-        lo, hi = int(idx.indptr[start]), int(idx.indptr[stop])
-        if hi == lo:
-            continue
-        local = idx.index[lo:hi] - start
-        w = design[idx.other[lo:hi]]
-        outer = (w[:, :, None] * w[:, None, :]).reshape(hi - lo, d * d)
-        gram = torch.zeros(stop - start, d * d, dtype=design.dtype, device=design.device)
-        gram.index_add_(0, local, outer)
-        rhs = torch.zeros(stop - start, d, dtype=design.dtype, device=design.device)
-        rhs.index_add_(0, local, w * t_sorted[lo:hi, None])
-        a = gram.reshape(-1, d, d) + lam[start:stop, None, None] * eye
-        chol, info = torch.linalg.cholesky_ex(a)
-        x = torch.cholesky_solve(rhs[:, :, None], chol)[:, :, 0]
-        counts = idx.counts[start:stop]
-        bad = (info != 0) | ~torch.isfinite(x).all(1) | ((lam[start:stop] == 0) & (counts < d))
-        bad &= counts > 0
-        if bool(bad.any()):
-            x[bad] = (torch.linalg.pinv(a[bad], hermitian=True) @ rhs[bad, :, None])[:, :, 0]
-        x[counts == 0] = 0
-        out[start:stop] = x
-    return out
 
 
 @dataclass(frozen=True)
 class CGStats:
-    """Outcome of one :func:`ridge_rows_cg` half-step.
+    """Outcome of one half-step.
 
     Attributes:
-        iterations: the most CG iterations any row ran (the half-step's cost is this many ``O(|Ω| d)`` sweeps).
+        iterations: the most CG iterations any row ran (0 if every row was solved exactly).
         unconverged: rows that hit the iteration cap before their tolerance.
-        exact_rows: rows handed to the exact solver instead (``λ_i = 0`` with fewer than ``d`` observations).
+        exact_rows: rows solved by Cholesky (the ``"exact"`` buckets, and rows with ``λ_i = 0`` and fewer than
+            ``d`` observations in a CG bucket: singular systems, where CG from a warm start would not reach the
+            minimum-norm solution).
     """
 
     iterations: int
     unconverged: int
     exact_rows: int
+
+
+def _normal(W: torch.Tensor, t: torch.Tensor, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(W_iᵀW_i + λ_i I, W_iᵀt_i)`` for a padded ``W [B, w, d]``, ``t [B, w]``."""
+    gram = torch.einsum("bwd,bwe->bde", W, W)
+    gram.diagonal(dim1=1, dim2=2).add_(lam[:, None])
+    return gram, torch.einsum("bwd,bw->bd", W, t)
+
+
+def _exact(W: torch.Tensor, t: torch.Tensor, lam: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Cholesky solve of every row's normal equations; singular rows (Cholesky failure, or ``λ_i = 0`` with fewer than
+    ``d`` observations) fall back to the minimum-norm least-squares solution (the pseudo-inverse, the ``λ → 0`` limit
+    of the ridge solution)."""
+    gram, rhs = _normal(W, t, lam)
+    chol, info = torch.linalg.cholesky_ex(gram)
+    x = torch.cholesky_solve(rhs[:, :, None], chol)[:, :, 0]
+    bad = (info != 0) | ~torch.isfinite(x).all(1) | ((lam == 0) & (counts < W.shape[2]))
+    if bool(bad.any()):
+        x[bad] = (torch.linalg.pinv(gram[bad], hermitian=True) @ rhs[bad, :, None])[:, :, 0]
+    return x
+
+
+def _cg(
+    W: torch.Tensor,
+    t: torch.Tensor,
+    lam: torch.Tensor,
+    x0: torch.Tensor,
+    tol: float,
+    max_iter: int,
+    precond: Callable[[torch.Tensor], torch.Tensor] | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Batched (P)CG on ``(W_iᵀW_i + λ_i I) x_i = W_iᵀt_i`` from ``x0`` (:func:`precond.linalg.segment_pcg`)."""
+
+    def matvec(p: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bwd,bw->bd", W, torch.einsum("bwd,bd->bw", W, p)) + lam[:, None] * p
+
+    rhs = torch.einsum("bwd,bw->bd", W, t)
+    return segment_pcg(matvec, rhs, tol=tol, max_iter=max_iter, x0=x0, precond=precond)
+
+
+def _cholesky_precond(gram: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """``r ↦ G_i⁻¹ r_i`` from the Cholesky factors of ``gram``; rows whose factorization fails get the identity."""
+    chol, info = torch.linalg.cholesky_ex(gram)
+    bad = info != 0
+    if bool(bad.any()):
+        chol[bad] = torch.eye(gram.shape[1], dtype=gram.dtype, device=gram.device)
+
+    def apply(r: torch.Tensor) -> torch.Tensor:
+        return torch.cholesky_solve(r[:, :, None], chol)[:, :, 0]
+
+    return apply
+
+
+def solve_rows(
+    idx: RowIndex,
+    design: torch.Tensor,
+    target: torch.Tensor,
+    lam: torch.Tensor,
+    plan: str | Callable[[int, int], str] = "exact",
+    *,
+    x0: torch.Tensor | None = None,
+    tol: float = 0.0,
+    max_iter: int = 0,
+    sketch: tuple[int, torch.Generator] | None = None,
+    budget: int = BLOCK_NUMBERS,
+) -> tuple[torch.Tensor, CGStats]:
+    """Solve every row's ridge problem; returns ``([n_rows, d], stats)``.
+
+    Args:
+        idx: the observations grouped by row (:class:`RowIndex`).
+        design: the other side's factor ``[n_other, d]``; row ``j`` is the design row of observation ``(i, j)``.
+        target: ``[|Ω|]`` targets in the *original* observation order.
+        lam: ``[n_rows]`` ridge weight ``λ_i ≥ 0`` per row.
+        plan: one of :data:`METHODS` for every bucket, or ``(width, d) ↦ method`` per bucket.
+        x0: CG warm start ``[n_rows, d]`` (required by the CG methods).
+        tol, max_iter: CG relative-residual tolerance and iteration cap.
+        sketch: ``(s, generator)`` of the ``"sketch_cg"`` preconditioner (:func:`precond.linalg.block_sign_sketch`).
+        budget: numbers of padded design per chunk.
+
+    Rows without observations get ``x_i = 0``.  A CG row that hits ``max_iter`` keeps its last iterate (CG from
+    ``x0`` never increases the row's ridge objective) and is counted in :attr:`CGStats.unconverged`.
+    """
+    d = design.shape[1]
+    out = torch.zeros(idx.n_rows, d, dtype=design.dtype, device=design.device)
+    iterations = unconverged = exact_rows = 0
+    for bucket in idx.buckets:
+        method = plan if isinstance(plan, str) else plan(bucket.width, d)
+        if method != "exact":
+            singular = (lam[bucket.rows] == 0) & (bucket.counts < d)
+            if bool(singular.any()):
+                x, _ = solve_rows_bucket(bucket.select(singular), design, target, lam, "exact", budget=budget)
+                out[bucket.rows[singular]] = x
+                exact_rows += int(singular.sum())
+                bucket = bucket.select(~singular)
+        x, stats = solve_rows_bucket(bucket, design, target, lam, method, x0, tol, max_iter, sketch, budget)
+        out[bucket.rows] = x
+        iterations, unconverged = max(iterations, stats.iterations), unconverged + stats.unconverged
+        exact_rows += stats.exact_rows
+    return out, CGStats(iterations, unconverged, exact_rows)
+
+
+def solve_rows_bucket(
+    bucket: RowBucket,
+    design: torch.Tensor,
+    target: torch.Tensor,
+    lam: torch.Tensor,
+    method: str,
+    x0: torch.Tensor | None = None,
+    tol: float = 0.0,
+    max_iter: int = 0,
+    sketch: tuple[int, torch.Generator] | None = None,
+    budget: int = BLOCK_NUMBERS,
+) -> tuple[torch.Tensor, CGStats]:
+    """:func:`solve_rows` on one bucket with one method; returns ``([B, d], stats)``."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    d = design.shape[1]
+    xs, iterations, unconverged = [], 0, 0
+    for part in bucket.chunks(d, budget):
+        W = gather_padded(design, part.design)
+        t = gather_padded(target, part.target)
+        lam_p = lam[part.rows]
+        if method == "exact":
+            xs.append(_exact(W, t, lam_p, part.counts))
+            continue
+        if x0 is None:
+            raise ValueError("the CG methods need a warm start `x0`")
+        precond = None
+        if method == "sketch_cg":
+            if sketch is None:
+                raise ValueError("method 'sketch_cg' needs `sketch=(s, generator)`")
+            s, generator = sketch
+            if part.width <= s:  # not sketched: the exact Gram is no larger than a sketch's
+                gram = torch.einsum("bwd,bwe->bde", W, W)
+            else:
+                SW = block_sign_sketch(W, s, generator)
+                gram = torch.einsum("bsd,bse->bde", SW, SW)
+            gram.diagonal(dim1=1, dim2=2).add_(lam_p[:, None])
+            precond = _cholesky_precond(gram)
+        x, its, ok = _cg(W, t, lam_p, x0[part.rows].to(design.dtype), tol, max_iter, precond)
+        xs.append(x)
+        iterations = max(iterations, int(its.max()) if its.numel() else 0)
+        unconverged += int((~ok).sum())
+    x = torch.cat(xs) if xs else design.new_zeros((0, d))
+    n_exact = int(bucket.rows.numel()) if method == "exact" else 0
+    return x, CGStats(iterations, unconverged, n_exact)
+
+
+def ridge_rows(
+    idx: RowIndex, design: torch.Tensor, target: torch.Tensor, lam: torch.Tensor, budget: int = BLOCK_NUMBERS
+) -> torch.Tensor:
+    """Every row's ridge solution by Cholesky (:func:`solve_rows` with ``plan="exact"``), ``[n_rows, d]``."""
+    return solve_rows(idx, design, target, lam, "exact", budget=budget)[0]
 
 
 def ridge_rows_cg(
@@ -127,51 +281,9 @@ def ridge_rows_cg(
     x0: torch.Tensor,
     tol: float,
     max_iter: int,
-    sketch: tuple[int, int, torch.Generator] | None = None,
+    sketch: tuple[int, torch.Generator] | None = None,
 ) -> tuple[torch.Tensor, CGStats]:
-    """Solve every row's ridge problem ``(W_iᵀW_i + λ_i I) x_i = W_iᵀ t_i`` approximately by batched (P)CG.
-
-    Matrix-free: each iteration gathers the design rows per observation and segment-sums (``O(|Ω| d)``, no
-    ``d × d`` matrices), all rows at once (:func:`precond.linalg.segment_pcg`), warm-started from ``x0`` and
-    stopped per row at relative residual ``tol`` or after ``max_iter`` iterations.  With ``sketch = (s, nnz,
-    generator)`` each row is preconditioned by ``(R_iᵀR_i)⁻¹`` from a sparse sign sketch of ``W_i``
-    (:func:`precond.linalg.segment_sketch_factor`, Gu–Song–Yin–Zhang 2024's sketch-and-precondition).
-
-    Rows without observations get ``0``; rows with ``λ_i = 0`` and fewer than ``d`` observations (singular
-    systems, where CG from a warm start would not reach the minimum-norm solution) go to :func:`ridge_rows`.
-    A row that hits ``max_iter`` keeps its last CG iterate (still no worse than ``x0`` for its ridge objective)
-    and is counted in :attr:`CGStats.unconverged`.
-    Memory: the gathered design ``|Ω| d`` numbers, plus ``m (s + d) d`` for the sketch factors.
-    """
-    d = design.shape[1]
-    out = torch.zeros(idx.n_rows, d, dtype=design.dtype, device=design.device)
-    singular = (lam == 0) & (idx.counts > 0) & (idx.counts < d)
-    exact_rows = int(singular.sum())
-    if exact_rows:
-        out += ridge_rows(idx.subset(singular), design, target, lam)
-        idx = idx.subset(~singular)
-    present = idx.counts > 0
-    rows = torch.nonzero(present).reshape(-1)
-    if rows.numel() == 0:
-        return out, CGStats(0, 0, exact_rows)
-    local = torch.full((idx.n_rows,), -1, dtype=torch.int64, device=design.device)
-    local[rows] = torch.arange(rows.numel(), device=design.device)
-    seg = local[idx.index]
-    A = design[idx.other]
-    lam_local = lam[rows]
-    b = torch.zeros(rows.numel(), d, dtype=design.dtype, device=design.device)
-    b.index_add_(0, seg, A * target[idx.order][:, None])
-    precond = None
-    if sketch is not None:
-        s, nnz, generator = sketch
-        precond = triangular_precond(segment_sketch_factor(seg, A, lam_local, s, min(nnz, s), generator))
-    x, its, ok = segment_pcg(
-        lambda p: segment_gram_matvec(seg, A, p, lam_local),
-        b,
-        tol=tol,
-        max_iter=max_iter,
-        x0=x0[rows].to(design.dtype),
-        precond=precond,
-    )
-    out[rows] = x
-    return out, CGStats(int(its.max()), int((~ok).sum()), exact_rows)
+    """Every row's ridge problem by CG from ``x0`` (``sketch=None``) or sketch-preconditioned CG
+    (:func:`solve_rows` with ``plan="cg"`` / ``"sketch_cg"``)."""
+    method = "cg" if sketch is None else "sketch_cg"
+    return solve_rows(idx, design, target, lam, method, x0=x0, tol=tol, max_iter=max_iter, sketch=sketch)

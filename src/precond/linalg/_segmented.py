@@ -1,15 +1,8 @@
-"""Segment-wise (ragged, CSR-grouped) ridge normal operators, a batched PCG with per-segment tolerances, and a
-sketch-and-precondition factor per segment.
+"""A batched PCG over many independent small SPD systems, each with its own tolerance.
 
-A *segmented* design is ``A [N, d]`` whose rows are grouped into ``n_seg`` segments by ``seg [N]`` (sorted: CSR
-order); segment ``i`` owns the design matrix ``A_i`` (its rows of ``A``) and the ridge operator
-
-    H_i = A_iᵀ A_i + λ_i I.
-
-Everything is matrix-free and batched over segments: ``H_i x_i`` for all ``i`` is one gather, one row-wise dot and
-one ``index_add_`` (``O(N d)``), never a ``d × d`` Gram matrix.  The preconditioner is the sketch-and-precondition
-factor of Rokhlin–Tygert (2008) / Avron–Maymounkov–Toledo (Blendenpik, 2010), used per row by Gu–Song–Yin–Zhang
-(ICLR 2024, "FastMultiReg"): ``R_i`` from the QR of ``[S_i A_i; √λ_i I]`` for a sparse sign sketch ``S_i``.
+The systems are ``H_i x_i = b_i``, ``i = 1 … n_seg``, each of size ``d``, given only through a batched matvec
+``x ↦ (H_i x_i)_i`` and optionally a batched preconditioner, e.g. the ridge normal operators
+``W_iᵀW_i + λ_i I`` of padded designs (:mod:`precond.linalg._ragged`) and their sketch factors.
 """
 
 from __future__ import annotations
@@ -17,21 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-
-
-def segment_gram_matvec(seg: torch.Tensor, A: torch.Tensor, x: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-    """``(A_iᵀ A_i + λ_i I) x_i`` for every segment ``i``; ``x`` is ``[n_seg, d]``, cost ``O(N d)``.
-
-    Args:
-        seg: ``[N]`` segment id of each design row (int64, any order).
-        A: ``[N, d]`` design rows.
-        x: ``[n_seg, d]`` one vector per segment.
-        lam: ``[n_seg]`` ridge weights.
-    """
-    y = (A * x[seg]).sum(1)
-    out = lam[:, None] * x
-    out.index_add_(0, seg, A * y[:, None])
-    return out
 
 
 def segment_pcg(
@@ -100,70 +78,3 @@ def segment_pcg(
         p = z + beta[:, None] * p
         rz = rz_new
     return x, iterations, rnorm <= threshold
-
-
-def segment_sketch_factor(
-    seg: torch.Tensor,
-    A: torch.Tensor,
-    lam: torch.Tensor,
-    sketch_rows: int,
-    nnz: int,
-    generator: torch.Generator,
-) -> torch.Tensor:
-    """Upper-triangular ``R_i [n_seg, d, d]`` with ``R_iᵀ R_i ≈ A_iᵀ A_i + λ_i I``, by one batched QR.
-
-    ``R_i`` is the R factor of ``[S_i A_i; √λ_i I]`` with ``S_i`` an ``s × |A_i|`` sparse sign sketch (OSNAP,
-    Nelson–Nguyễn 2013: every design row goes to ``nnz`` random buckets of ``s`` with random signs, scaled
-    ``1/√nnz``).  A segment with at most ``s`` rows is not sketched (``S_i`` = identity, ``R_i`` exact).  If
-    ``S_i`` is a subspace embedding with distortion ``ε`` then ``κ(R_i⁻ᵀ H_i R_i⁻¹) ≤ ((1+ε)/(1−ε))²``
-    (Rokhlin–Tygert 2008), so PCG needs a number of iterations independent of ``κ(A_i)``.
-
-    Cost: ``O(nnz · N d)`` for the sketch plus ``O(n_seg (s + d) d²)`` for the QR (the paper's ``n k³`` term);
-    memory ``n_seg (s + d) d`` numbers.  A segment whose ``R_i`` is numerically singular (``λ_i = 0`` with rank
-    deficient ``A_i``, or an empty one) gets ``R_i = I`` (no preconditioning).
-
-    Args:
-        seg: ``[N]`` segment ids, sorted ascending (CSR order).
-        A: ``[N, d]`` design rows.
-        lam: ``[n_seg]`` ridge weights ``≥ 0``.
-        sketch_rows: ``s ≥ 1``, rows of each sketch.
-        nnz: nonzeros per sketch column, ``1 ≤ nnz ≤ s``.
-        generator: CPU generator of the buckets and signs (the factor is deterministic given it).
-    """
-    if sketch_rows < 1 or not 1 <= nnz <= sketch_rows:
-        raise ValueError(f"need `sketch_rows` ≥ 1 and 1 ≤ `nnz` ≤ `sketch_rows`, got {sketch_rows} and {nnz}")
-    n_seg, (N, d) = lam.shape[0], A.shape
-    s = sketch_rows
-    counts = torch.bincount(seg, minlength=n_seg)
-    start = torch.cumsum(counts, 0) - counts
-    pos = torch.arange(N, device=A.device) - start[seg]
-    small = counts[seg] <= s
-    sketched = torch.zeros(n_seg * s, d, dtype=A.dtype, device=A.device)
-    buckets = torch.randint(0, s, (nnz, N), generator=generator).to(A.device)
-    signs = (torch.randint(0, 2, (nnz, N), generator=generator).to(A.device, A.dtype) * 2 - 1) / nnz**0.5
-    for t in range(nnz):
-        if t == 0:
-            bucket = torch.where(small, pos, buckets[0])
-            weight = torch.where(small, torch.ones_like(signs[0]), signs[0])
-        else:
-            bucket, weight = buckets[t], torch.where(small, torch.zeros_like(signs[t]), signs[t])
-        sketched.index_add_(0, seg * s + bucket, A * weight[:, None])
-    eye = torch.eye(d, dtype=A.dtype, device=A.device)
-    stacked = torch.cat([sketched.reshape(n_seg, s, d), lam.clamp(min=0).sqrt()[:, None, None] * eye], 1)
-    R = torch.linalg.qr(stacked, mode="r").R
-    diag = torch.diagonal(R, dim1=1, dim2=2).abs()
-    scale = diag.amax(1, keepdim=True).clamp(min=torch.finfo(A.dtype).tiny)
-    singular = (diag <= 1e3 * torch.finfo(A.dtype).eps * scale).any(1) | ~torch.isfinite(R).all(2).all(1)
-    if bool(singular.any()):
-        R[singular] = eye
-    return R
-
-
-def triangular_precond(R: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``r_i ↦ (R_iᵀ R_i)⁻¹ r_i`` for batched upper-triangular ``R [n_seg, d, d]`` (two triangular solves)."""
-
-    def apply(r: torch.Tensor) -> torch.Tensor:
-        y = torch.linalg.solve_triangular(R.transpose(1, 2), r[:, :, None], upper=False)
-        return torch.linalg.solve_triangular(R, y, upper=True)[:, :, 0]
-
-    return apply
