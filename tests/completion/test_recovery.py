@@ -113,3 +113,15 @@ def test_predict_returns_the_index_type_it_was_given() -> None:
     assert isinstance(as_torch, torch.Tensor) and as_torch.device == res.U.device
     np.testing.assert_array_equal(as_numpy, as_torch.numpy())
     np.testing.assert_allclose(as_numpy, truth[rows[:5], cols[:5]], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("m", "n", "k"), [(300, 250, 16), (400, 350, 32)])
+def test_exact_recovery_at_larger_rank_with_every_solver(m: int, n: int, k: int) -> None:
+    """``k`` up to 32 (the issue's range), the exact and the approximate solvers reach the same ≤ 1e-6 error."""
+    M = low_rank(m, n, k, seed=m + k)
+    rows, cols = sample(m, n, n_samples(m, n, k, c=1.2), seed=k, min_per_line=k)
+    for solver in ("exact", "cg", "sketch_cg"):
+        res = complete(rows, cols, M[rows, cols], (m, n), k, reg=0.0, tol=1e-13, max_iter=600, solver=solver)
+        assert res.converged, solver
+        assert _rel_error(res, M) <= 1e-6, solver

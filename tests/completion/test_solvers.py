@@ -196,3 +196,18 @@ def test_estimator_passes_the_solver_through(solver: str) -> None:
     np.testing.assert_allclose(
         np.asarray(est.predict(rows, cols)), np.asarray(exact.predict(rows, cols)), rtol=0, atol=1e-3
     )
+
+
+def test_auto_mixes_exact_and_sketched_buckets_and_still_recovers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the cost model tilted (cheap matvecs), heavy rows go to sketch_cg and light columns stay exact."""
+    import precond.completion._complete as cmod
+
+    monkeypatch.setattr(cmod, "MATVEC_COST", 0.01)
+    m, n, k = 60, 400, 16
+    M = low_rank(m, n, k, seed=m + k)
+    rows, cols = sample(m, n, 12000, seed=k, min_per_line=k)
+    res = complete(rows, cols, M[rows, cols], (m, n), k, reg=0.0, tol=1e-12, max_iter=300, solver="auto")
+    assert res.converged
+    assert _rel_error(res, M) <= 1e-6
+    assert all(s.exact_rows == n for s in res.solves)  # rows (|Ω_i| ≈ 200 > 4k) sketched, columns (≈ 30) exact
+    assert res.solves[0].cg_iterations > 0

@@ -335,8 +335,10 @@ def complete(
                 s_row.exact_rows + s_col.exact_rows,
             )
         )
-        resid = (centered - (U[r] * V[c]).sum(1) - b[r] - cb[c]).double()
-        sse = float(resid.square().sum())
+        if parts is None:  # the column half-step saw every observation: its residual is the objective's
+            sse = s_col.sse
+        else:
+            sse = float((centered - (U[r] * V[c]).sum(1)).double().square().sum())
         penalty = _penalty(lam_u, U) + _penalty(lam_v, V) + (lam_u.double() * b.double().square()).sum()
         objective = sse + float(penalty + (lam_v.double() * cb.double().square()).sum())
         check_objective(objective, iterations, dt)

@@ -7,7 +7,7 @@ For every row ``i`` with observed columns ``Ω_i`` and design rows ``w_j`` (the 
 (ALS, e.g. Zhou et al. 2008 eq. 4, and the exact solve of Jain–Netrapalli–Sanghavi 2013, Alg. 2).  Rows are packed
 into buckets of near-equal observation counts (:func:`precond.linalg.pad_buckets`), so each bucket's designs are one
 dense zero-padded ``[B, w, d]`` tensor and every per-row operation is a batched BLAS call: the Gram matrices
-``W_iᵀW_i`` (``einsum``, BLAS-3), the Cholesky factorizations and solves, and the CG matvecs
+``W_iᵀW_i`` (``bmm``, BLAS-3), the Cholesky factorizations and solves, and the CG matvecs
 ``W_iᵀ(W_i p_i)`` (two batched matrix–vector products).  There is no Python loop over rows or observations; the
 loops are over the buckets (about ``log(max |Ω_i|)/log 1.25`` of them) and memory chunks of a bucket.
 
@@ -113,18 +113,31 @@ class CGStats:
         exact_rows: rows solved by Cholesky (the ``"exact"`` buckets, and rows with ``λ_i = 0`` and fewer than
             ``d`` observations in a CG bucket: singular systems, where CG from a warm start would not reach the
             minimum-norm solution).
+        sse: ``Σ (t − w_jᵀ x_i)²`` over the observations at the returned solution (float64 accumulation; one
+            batched matvec per chunk on the design already gathered, so the caller's objective needs no new gather).
     """
 
     iterations: int
     unconverged: int
     exact_rows: int
+    sse: float = 0.0
 
 
 def _normal(W: torch.Tensor, t: torch.Tensor, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(W_iᵀW_i + λ_i I, W_iᵀt_i)`` for a padded ``W [B, w, d]``, ``t [B, w]``."""
-    gram = torch.einsum("bwd,bwe->bde", W, W)
+    gram = W.mT @ W
     gram.diagonal(dim1=1, dim2=2).add_(lam[:, None])
-    return gram, torch.einsum("bwd,bw->bd", W, t)
+    return gram, _rmatvec(W, t)
+
+
+def _matvec(W: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``W_i x_i`` ``[B, w]`` (batched BLAS-2)."""
+    return (W @ x[:, :, None])[:, :, 0]
+
+
+def _rmatvec(W: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``W_iᵀ y_i`` ``[B, d]`` (batched BLAS-2)."""
+    return (W.mT @ y[:, :, None])[:, :, 0]
 
 
 def _exact(W: torch.Tensor, t: torch.Tensor, lam: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
@@ -152,9 +165,9 @@ def _cg(
     """Batched (P)CG on ``(W_iᵀW_i + λ_i I) x_i = W_iᵀt_i`` from ``x0`` (:func:`precond.linalg.segment_pcg`)."""
 
     def matvec(p: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("bwd,bw->bd", W, torch.einsum("bwd,bd->bw", W, p)) + lam[:, None] * p
+        return _rmatvec(W, _matvec(W, p)) + lam[:, None] * p
 
-    rhs = torch.einsum("bwd,bw->bd", W, t)
+    rhs = _rmatvec(W, t)
     return segment_pcg(matvec, rhs, tol=tol, max_iter=max_iter, x0=x0, precond=precond)
 
 
@@ -203,20 +216,23 @@ def solve_rows(
     d = design.shape[1]
     out = torch.zeros(idx.n_rows, d, dtype=design.dtype, device=design.device)
     iterations = unconverged = exact_rows = 0
+    sse = 0.0
     for bucket in idx.buckets:
         method = plan if isinstance(plan, str) else plan(bucket.width, d)
         if method != "exact":
             singular = (lam[bucket.rows] == 0) & (bucket.counts < d)
             if bool(singular.any()):
-                x, _ = solve_rows_bucket(bucket.select(singular), design, target, lam, "exact", budget=budget)
+                x, st = solve_rows_bucket(bucket.select(singular), design, target, lam, "exact", budget=budget)
                 out[bucket.rows[singular]] = x
                 exact_rows += int(singular.sum())
+                sse += st.sse
                 bucket = bucket.select(~singular)
         x, stats = solve_rows_bucket(bucket, design, target, lam, method, x0, tol, max_iter, sketch, budget)
         out[bucket.rows] = x
         iterations, unconverged = max(iterations, stats.iterations), unconverged + stats.unconverged
         exact_rows += stats.exact_rows
-    return out, CGStats(iterations, unconverged, exact_rows)
+        sse += stats.sse
+    return out, CGStats(iterations, unconverged, exact_rows, sse)
 
 
 def solve_rows_bucket(
@@ -235,13 +251,14 @@ def solve_rows_bucket(
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     d = design.shape[1]
-    xs, iterations, unconverged = [], 0, 0
+    xs, iterations, unconverged, sse = [], 0, 0, 0.0
     for part in bucket.chunks(d, budget):
         W = gather_padded(design, part.design)
         t = gather_padded(target, part.target)
         lam_p = lam[part.rows]
         if method == "exact":
             xs.append(_exact(W, t, lam_p, part.counts))
+            sse += float((t - _matvec(W, xs[-1])).double().square().sum())
             continue
         if x0 is None:
             raise ValueError("the CG methods need a warm start `x0`")
@@ -251,19 +268,20 @@ def solve_rows_bucket(
                 raise ValueError("method 'sketch_cg' needs `sketch=(s, generator)`")
             s, generator = sketch
             if part.width <= s:  # not sketched: the exact Gram is no larger than a sketch's
-                gram = torch.einsum("bwd,bwe->bde", W, W)
+                gram = W.mT @ W
             else:
                 SW = block_sign_sketch(W, s, generator)
-                gram = torch.einsum("bsd,bse->bde", SW, SW)
+                gram = SW.mT @ SW
             gram.diagonal(dim1=1, dim2=2).add_(lam_p[:, None])
             precond = _cholesky_precond(gram)
         x, its, ok = _cg(W, t, lam_p, x0[part.rows].to(design.dtype), tol, max_iter, precond)
         xs.append(x)
+        sse += float((t - _matvec(W, x)).double().square().sum())
         iterations = max(iterations, int(its.max()) if its.numel() else 0)
         unconverged += int((~ok).sum())
     x = torch.cat(xs) if xs else design.new_zeros((0, d))
     n_exact = int(bucket.rows.numel()) if method == "exact" else 0
-    return x, CGStats(iterations, unconverged, n_exact)
+    return x, CGStats(iterations, unconverged, n_exact, sse)
 
 
 def ridge_rows(
