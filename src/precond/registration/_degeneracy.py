@@ -57,8 +57,8 @@ class DegeneracyReport:
         cond_full: ``λ_max(H) / λ_min(H)`` (``inf`` when ``H`` is singular).
         cond_rot, cond_trans: ``λ_max / λ_min`` of ``S_R``, ``S_t`` (``inf`` when singular).
         mask: ``[6]`` weak axes, DCReg's test ``λ_max / λ_axis > threshold`` within each subspace (or unobservable).
-        unobservable: ``[6]`` axes whose assigned eigenvalue is numerically zero (``≤`` :data:`NULL_RTOL` ``·
-            λ_max(H)``): motions the data do not see at all.
+        unobservable: ``[6]`` axes whose assigned eigenvalue is numerically zero (``≤ null_rtol · λ_max(H)``):
+            motions the data do not see at all.
         rank: numerical rank of ``H``.
         clamped_rot, clamped_trans: ``[3]`` the eigenvalues used in the preconditioner (weak ones raised to
             ``λ_max / κ``).
@@ -69,7 +69,7 @@ class DegeneracyReport:
         me_mask: ``[6]`` over ``eigenvalues_full``: minimum-eigenvalue test ``λ_i < me_threshold``.
         fcn_mask: ``[6]`` over ``eigenvalues_full``: full-condition test, ``cond_full > threshold`` and
             ``λ_max / λ_i > threshold``.
-        threshold, kappa, loam_threshold, me_threshold: the parameters used.
+        threshold, kappa, loam_threshold, me_threshold, null_rtol: the parameters used.
     """
 
     hessian: np.ndarray = field(repr=False)
@@ -100,6 +100,7 @@ class DegeneracyReport:
     kappa: float = 10.0
     loam_threshold: float = 100.0
     me_threshold: float = 120.0
+    null_rtol: float = NULL_RTOL
 
     @property
     def degenerate(self) -> bool:
@@ -187,6 +188,7 @@ def degeneracy(
     assignment: str = "optimal",
     loam_threshold: float = 100.0,
     me_threshold: float = 120.0,
+    null_rtol: float = NULL_RTOL,
 ) -> DegeneracyReport:
     """DCReg's degeneracy report of a point-to-plane Gauss–Newton Hessian (see the module docstring).
 
@@ -198,6 +200,9 @@ def degeneracy(
         assignment: ``"optimal"`` (the best of the 6 eigenvector-to-axis permutations) or ``"greedy"`` (DCReg).
         loam_threshold: LOAM's absolute eigenvalue threshold (100; unit- and point-count-dependent).
         me_threshold: the minimum-eigenvalue (ME) baseline's absolute threshold (DCReg's baseline: 120).
+        null_rtol: eigenvalues ``≤ null_rtol · λ_max(H)`` are zero (unobservable; the solves take no step along
+            them). The default :data:`NULL_RTOL` is float64 rounding; a larger value (e.g. ``1e-4``) also freezes
+            near-symmetries such as a sampled cylinder's rotation about its axis.
 
     Returns:
         A :class:`DegeneracyReport`.
@@ -208,14 +213,17 @@ def degeneracy(
     check_choice(assignment, "assignment", ("optimal", "greedy"))
     loam_threshold = check_real(loam_threshold, "loam_threshold", minimum=0.0)
     me_threshold = check_real(me_threshold, "me_threshold", minimum=0.0)
+    null_rtol = check_real(null_rtol, "null_rtol", minimum=0.0)
+    if null_rtol >= 1.0:
+        raise ValueError(f"`null_rtol` must be < 1 (a relative eigenvalue cutoff), got {null_rtol!r}")
     lam_full, vec_full = np.linalg.eigh(h)
     top = max(float(lam_full[-1]), 0.0)
-    zero = NULL_RTOL * top
+    zero = null_rtol * top
     lam_full = np.where(lam_full > zero, lam_full, 0.0)
     rank = int((lam_full > 0).sum())
     hrr, hrt, htt = h[:3, :3], h[:3, 3:], h[3:, 3:]
-    s_rot = hrr - hrt @ _pinv_psd(htt, NULL_RTOL * max(float(np.linalg.eigvalsh(htt)[-1]), 0.0)) @ hrt.T
-    s_trans = htt - hrt.T @ _pinv_psd(hrr, NULL_RTOL * max(float(np.linalg.eigvalsh(hrr)[-1]), 0.0)) @ hrt
+    s_rot = hrr - hrt @ _pinv_psd(htt, null_rtol * max(float(np.linalg.eigvalsh(htt)[-1]), 0.0)) @ hrt.T
+    s_trans = htt - hrt.T @ _pinv_psd(hrr, null_rtol * max(float(np.linalg.eigvalsh(hrr)[-1]), 0.0)) @ hrt
     rot = _subspace(s_rot, zero, threshold, kappa, assignment)
     trans = _subspace(s_trans, zero, threshold, kappa, assignment)
     lam_rot, vec_rot, weak_rot, null_rot, clamp_rot, cond_rot = rot
@@ -256,4 +264,5 @@ def degeneracy(
         kappa=kappa,
         loam_threshold=loam_threshold,
         me_threshold=me_threshold,
+        null_rtol=null_rtol,
     )

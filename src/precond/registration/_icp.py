@@ -198,7 +198,8 @@ def icp(
         target_normals: ``[M, 3]`` normals of the target points (planes through the points) instead of fitting.
         threshold, kappa: DCReg's detection threshold and clamp target (10, 10).
         **solve_options: passed to :func:`~precond.registration.solve` (``detector``, ``pcg_tol``,
-            ``pcg_max_iter``, ``gamma``, ``loam_threshold``, ``me_threshold``).
+            ``pcg_max_iter``, ``gamma``) and :func:`~precond.registration.degeneracy` (``loam_threshold``,
+            ``me_threshold``, ``null_rtol``).
 
     Returns:
         An :class:`ICPResult`.
@@ -220,7 +221,8 @@ def icp(
         plane_radius = check_real(plane_radius, "plane_radius", minimum=0.0, strict=True)
     if max_plane_thickness is not None:
         max_plane_thickness = check_real(max_plane_thickness, "max_plane_thickness", minimum=0.0, strict=True)
-    unknown = set(solve_options) - {"detector", "pcg_tol", "pcg_max_iter", "gamma", "loam_threshold", "me_threshold"}
+    analysis_keys = ("loam_threshold", "me_threshold", "null_rtol")
+    unknown = set(solve_options) - {"detector", "pcg_tol", "pcg_max_iter", "gamma", *analysis_keys}
     if unknown:
         raise TypeError(f"icp() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
     tree = cKDTree(tgt)
@@ -229,7 +231,7 @@ def icp(
     else:
         planes = _given_planes(tgt, target_normals)
     solve_method = "direct" if degeneracy == "none" else degeneracy
-    thresholds = {k: solve_options[k] for k in ("loam_threshold", "me_threshold") if k in solve_options}
+    thresholds = {k: solve_options.pop(k) for k in analysis_keys if k in solve_options}
     reports: list[DegeneracyReport] = []
     history: list[IterationEntry] = []
     hessian: np.ndarray | None = None
