@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 #: grid spacing in metres (isotropic, so that k-nearest-neighbour planes are well defined)
 SPACING = 0.25
 
