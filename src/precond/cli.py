@@ -9,6 +9,8 @@ precond bench ot --full                # 5 problems × 3 ε at n=2000 and more, 
 precond bench ot --problems gauss --n 2000 --eps 1e-2 --budget 20 --methods "precond sns,POT sinkhorn_log"
 precond bench completion               # matrix completion vs cmfrec/SoftImpute: MovieLens + synthetic (quick)
 precond bench completion --full        # |Ω| 1e5..1e7 at k=32, k 8..128 at |Ω|=1e6, 600 s hard budget
+precond bench registration             # degenerate point-to-plane ICP: DCReg + baselines vs Open3D/small_gicp (2k pts)
+precond bench registration --full      # the same scenes at 10k points per cloud
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ ACTION_OPTIONS: dict[str, tuple[str, ...]] = {
     "report": PLAN_OPTIONS + STORE_OPTIONS,
     "ot": ("threads", "out"),
     "completion": ("threads", "out"),
+    "registration": ("threads", "out"),
 }
 
 
@@ -147,6 +150,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_completion_arguments(
         completion_parser, quick_default=True, out_default=Path(DEFAULT_OUT), shared_defaults=False
+    )
+    from precond.bench.registration import add_arguments as add_registration_arguments
+
+    registration_parser = actions.add_parser(
+        "registration",
+        help="degenerate point-to-plane registration (DCReg and baselines vs Open3D, small_gicp): errors, masks",
+        description="Point-to-plane ICP on synthetic degenerate scenes (planes, corridor, tunnel, shifted cylinder, "
+        "room): precond.registration's DCReg and baselines against Open3D and small_gicp, every method and scene in "
+        "its own process under a hard time budget. Quick grid by default (2k points per cloud), --full for 10k.",
+    )
+    add_registration_arguments(
+        registration_parser, quick_default=True, out_default=Path(DEFAULT_OUT), shared_defaults=False
     )
     return parser
 
@@ -383,13 +398,15 @@ def bench_report(args: argparse.Namespace, given: frozenset[str]) -> int:
 
 
 def bench_ot(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
-    """``precond bench ot`` and ``precond bench completion``: the area's ``run_from_args``."""
+    """``precond bench ot``, ``completion`` and ``registration``: the area's ``run_from_args``."""
     import shlex
 
     from precond._args import UsageError
 
     if args.action == "completion":
         from precond.bench.completion import run_from_args
+    elif args.action == "registration":
+        from precond.bench.registration import run_from_args
     else:
         from precond.bench.ot import run_from_args
 
@@ -411,7 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     os.environ.setdefault("PYTHONHASHSEED", "0")
     given = _fill_defaults(parser, args)
-    if args.action in ("ot", "completion"):
+    if args.action in ("ot", "completion", "registration"):
         return bench_ot(args, argv)
     if args.action == "report":
         return bench_report(args, given)

@@ -12,6 +12,8 @@ its :class:`~precond.bench.environment.SourceSet` to :data:`AREAS`.
   (``bench/ot/run.py``) and the budgeted subprocess harness they run under (``bench/_harness.py``).
 * ``completion``: ``precond.completion`` and ``precond.linalg`` (the solvers), the completion problems and
   runners, the result rows and targets (``bench/completion/run.py``) and ``bench/_harness.py``.
+* ``registration``: ``precond.registration`` and ``precond.linalg``, the registration scenes, runners and rows
+  (``bench/registration/{scenes,runners,run}.py``) and ``bench/_harness.py``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 import precond
 from precond.bench.environment import SourceSet
 
-__all__ = ["AREAS", "COMPLETION", "OPTIMIZER", "OT", "UNHASHED", "code_version"]
+__all__ = ["AREAS", "COMPLETION", "OPTIMIZER", "OT", "REGISTRATION", "UNHASHED", "code_version"]
 
 OPTIMIZER = SourceSet(
     "optimizer",
@@ -49,7 +51,18 @@ COMPLETION = SourceSet(
         "bench/completion/run.py",
     ),
 )
-AREAS: dict[str, SourceSet] = {s.name: s for s in (OPTIMIZER, OT, COMPLETION)}
+REGISTRATION = SourceSet(
+    "registration",
+    (
+        "registration/**/*.py",
+        "linalg/**/*.py",
+        "bench/_harness.py",
+        "bench/registration/scenes.py",
+        "bench/registration/runners.py",
+        "bench/registration/run.py",
+    ),
+)
+AREAS: dict[str, SourceSet] = {s.name: s for s in (OPTIMIZER, OT, COMPLETION, REGISTRATION)}
 #: Modules no area's figures depend on (storage, protocol, reporting, command line, environment record): editing
 #: them invalidates nothing. Every module of the package is in an area's sources or here (a test checks it).
 UNHASHED = (
@@ -70,6 +83,8 @@ UNHASHED = (
     "bench/completion/__init__.py",
     "bench/completion/output.py",
     "bench/completion/cli.py",
+    "bench/registration/__init__.py",
+    "bench/registration/cli.py",
 )
 
 
