@@ -54,7 +54,7 @@ def _is_dtensor(p: torch.Tensor) -> bool:
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:
-    return t.to_local() if _is_dtensor(t) else t  # type: ignore[attr-defined,no-any-return]
+    return t.to_local() if _is_dtensor(t) else t
 
 
 class ShardedOptimizer(Optimizer):
@@ -98,9 +98,7 @@ class ShardedOptimizer(Optimizer):
         **hyperparameters: Any,
     ) -> None:
         if not (isinstance(optimizer, type) and issubclass(optimizer, SUPPORTED)):
-            raise TypeError(
-                f"ShardedOptimizer: optimizer must be SOAP, Shampoo or Muon (the class), got {optimizer!r}"
-            )
+            raise TypeError(f"ShardedOptimizer: optimizer must be SOAP, Shampoo or Muon (the class), got {optimizer!r}")
         if communication_dtype not in COMMUNICATION_DTYPES:
             raise ValueError(
                 f"ShardedOptimizer: invalid communication_dtype={communication_dtype!r}: must be None (exact), "
@@ -238,14 +236,11 @@ class ShardedOptimizer(Optimizer):
         params = [p for g in self.param_groups for p in g["params"]]
         has = [p.grad is not None and p.numel() > 0 for p in params]
         for p, h in zip(params, has, strict=True):
-            if h and p.grad.is_sparse:  # type: ignore[union-attr]
+            if h and p.grad.is_sparse:
                 raise ValueError(f"{self._cls.optimizer_name} does not support sparse gradients")
-        # what this rank vouches for: FSDP2, its shards of every gradient; replicated, the gradients it owns
-        mine = [
-            _local(p.grad)  # type: ignore[arg-type]
-            for p, h in zip(params, has, strict=True)
-            if h and (self._fsdp or self._owner[p] == self._rank)
-        ]
+        # every gradient this rank holds (FSDP2: its shards); replicated gradients are checked on every rank, so
+        # a replica that diverged (e.g. an inf on one rank only) still makes every rank take the same branch
+        mine = [_local(p.grad) for p, h in zip(params, has, strict=True) if h]
         bad = bool(mine) and not bool(
             torch.isfinite(torch.stack([n.float() for n in torch._foreach_norm(mine)]).square().sum())
         )
@@ -269,7 +264,7 @@ class ShardedOptimizer(Optimizer):
             )
         if bad and due:  # a refresh was due: the whole step is skipped on the host, as in one process
             if self._fsdp:
-                for g, ts in groups:
+                for _, ts in groups:
                     for t in ts:
                         t.grad = torch.empty_like(t)  # only its presence is read
             self._inner._count_host_skip()
@@ -299,7 +294,16 @@ class ShardedOptimizer(Optimizer):
         out = []
         for outer, inner in zip(self.param_groups, self._inner.param_groups, strict=True):
             flags = [next(it) for _ in outer["params"]]
-            out.append((inner, [self._inner_of[p] for p, h in zip(outer["params"], flags, strict=True) if h and p in self._inner_of]))
+            out.append(
+                (
+                    inner,
+                    [
+                        self._inner_of[p]
+                        for p, h in zip(outer["params"], flags, strict=True)
+                        if h and p in self._inner_of
+                    ],
+                )
+            )
         return out
 
     def _clear_inner_grads(self) -> None:
@@ -422,7 +426,8 @@ class ShardedOptimizer(Optimizer):
         in_splits = [sum(t.numel() for t in ts) for ts in pieces]
         send = torch.cat([t.to(dtype) for ts in pieces for t in ts]) if any(in_splits) else torch.zeros(0, dtype=dtype)
         out_splits = [
-            sum(rows[self._rank] * width for p, rows, width in routed if self._owner[p] == s) for s in range(self._world)
+            sum(rows[self._rank] * width for p, rows, width in routed if self._owner[p] == s)
+            for s in range(self._world)
         ]
         recv = torch.empty(sum(out_splits), dtype=dtype, device=device)
         all_to_all_flat(recv, send.to(device), out_splits, in_splits, self._group)
