@@ -8,8 +8,8 @@ parent asserts on them.
 from __future__ import annotations
 
 import copy
-import itertools
 import datetime
+import itertools
 import traceback
 from collections import Counter
 from collections.abc import Callable
