@@ -54,7 +54,7 @@ def _is_dtensor(p: torch.Tensor) -> bool:
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:
-    return t.to_local() if _is_dtensor(t) else t
+    return t.to_local() if _is_dtensor(t) else t  # type: ignore[attr-defined]
 
 
 class ShardedOptimizer(Optimizer):
