@@ -96,6 +96,28 @@ def replicated_parity(name: str, rank: int) -> dict[str, Any]:
     return {"diff": _maxdiff(model, ref), "counts": dict(counts), "owned": owned}
 
 
+def lonely(rank: int, tmp: Path) -> dict[str, Any]:
+    """One parameter on W ranks: all but its owner own nothing, yet step, save and load with the others."""
+    torch.manual_seed(0)
+    model = nn.Linear(8, 8, bias=False)
+    ref = copy.deepcopy(model)
+    opt = ShardedOptimizer(SOAP, model.parameters(), **HPARAMS["soap"])
+    ref_opt = SOAP(ref.parameters(), **HPARAMS["soap"])
+    x, y = _data(8, 16, 8, 8)
+    for _ in range(3):
+        for m, o in ((model, opt), (ref, ref_opt)):
+            o.zero_grad()
+            (m(x) - y).square().mean().backward()
+            o.step()
+    dcp.save({"optim": get_optimizer_state_dict(model, opt)}, checkpoint_id=str(tmp / "lonely"))
+    again = ShardedOptimizer(SOAP, model.parameters(), **HPARAMS["soap"])
+    sd = {"optim": get_optimizer_state_dict(model, again)}
+    dcp.load(sd, checkpoint_id=str(tmp / "lonely"))
+    set_optimizer_state_dict(model, again, sd["optim"])
+    loaded = _same_state(opt.state_dict()["state"], again.state_dict()["state"])
+    return {"diff": _maxdiff(model, ref), "owns": opt.owner(model.weight) == rank, "loaded": loaded}
+
+
 def ddp_parity(name: str, rank: int, world: int) -> dict[str, Any]:
     """Real DDP on each rank's part of the batch against one process on the whole batch (float tolerance).
 
@@ -377,6 +399,7 @@ def worker(rank: int, world: int, tmp: str) -> None:
         for name in ("shampoo", "muon"):
             out[f"ddp_{name}"] = ddp_parity(name, rank, world)
         out["bf16"] = bf16_updates()
+        out["lonely"] = lonely(rank, path)
         out["ckpt_same"] = checkpoint_same_world(path)
         out["ckpt_across"] = checkpoint_across_worlds(path, rank)
         out["refusals"] = refusals(rank)

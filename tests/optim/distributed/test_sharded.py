@@ -89,6 +89,14 @@ def test_fsdp2_is_exact(launched: dict[str, Any], name: str) -> None:
         assert got["counts"] == {"all_reduce": 1, "all_to_all_single": 2}
 
 
+def test_ranks_that_own_nothing(launched: dict[str, Any]) -> None:
+    results = [res["lonely"] for res in launched["results"]]
+    assert [r["owns"] for r in results] == [True] + [False] * (launched["world"] - 1)
+    for r in results:
+        assert r["diff"] == 0.0
+        assert r["loaded"]
+
+
 @pytest.mark.parametrize("name", ["shampoo", "muon"])
 def test_ddp_matches_one_process_on_the_whole_batch(launched: dict[str, Any], name: str) -> None:
     for res in launched["results"]:

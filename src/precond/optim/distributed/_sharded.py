@@ -246,9 +246,11 @@ class ShardedOptimizer(Optimizer):
         )
         groups = self._inner_groups_with(has)
         due = self._inner._host_check_due(groups)
-        votes = torch.tensor([int(bad), int(due), *map(int, has)], dtype=torch.int64)
+        device = _local(params[0]).device if params else torch.device("cpu")  # NCCL reduces device tensors
+        votes = torch.tensor([int(bad), int(due), *map(int, has)], dtype=torch.int64, device=device)
         if self._distributed and self._world > 1:
             all_reduce_sum(votes, self._group)
+        votes = votes.cpu()
         partial = [i for i, n in enumerate(votes[2:].tolist()) if n not in (0, self._world)]
         if partial:
             raise ValueError(
@@ -270,7 +272,7 @@ class ShardedOptimizer(Optimizer):
             self._inner._count_host_skip()
             self._clear_inner_grads()
             return loss
-        ok = None if self._nonfinite == "raise" else torch.tensor(not bad)
+        ok = None if self._nonfinite == "raise" else torch.tensor(not bad, device=device)
         if self._fsdp:
             for gi in range(len(self.param_groups)):
                 self._gather_to_owners(gi, has)
@@ -389,7 +391,11 @@ class ShardedOptimizer(Optimizer):
         for p, _, _ in routed:
             pieces[self._owner[p]] += [_local(p.grad).reshape(-1), _local(p).detach().reshape(-1)]  # type: ignore[arg-type]
         in_splits = [sum(t.numel() for t in ts) for ts in pieces]
-        send = torch.cat([t.to(dtype) for ts in pieces for t in ts]) if any(in_splits) else torch.zeros(0, dtype=dtype)
+        send = (
+            torch.cat([t.to(dtype) for ts in pieces for t in ts])
+            if any(in_splits)
+            else torch.zeros(0, dtype=dtype, device=device)
+        )
         mine = [(p, rows, width) for p, rows, width in routed if self._owner[p] == self._rank]
         out_splits = [sum(2 * rows[s] * width for _, rows, width in mine) for s in range(self._world)]
         recv = torch.empty(sum(out_splits), dtype=dtype, device=device)
@@ -424,7 +430,11 @@ class ShardedOptimizer(Optimizer):
                 pieces[s].append(full[start : start + rows[s]].reshape(-1))
                 start += rows[s]
         in_splits = [sum(t.numel() for t in ts) for ts in pieces]
-        send = torch.cat([t.to(dtype) for ts in pieces for t in ts]) if any(in_splits) else torch.zeros(0, dtype=dtype)
+        send = (
+            torch.cat([t.to(dtype) for ts in pieces for t in ts])
+            if any(in_splits)
+            else torch.zeros(0, dtype=dtype, device=device)
+        )
         out_splits = [
             sum(rows[self._rank] * width for p, rows, width in routed if self._owner[p] == s)
             for s in range(self._world)
