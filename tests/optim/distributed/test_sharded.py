@@ -182,3 +182,25 @@ def test_bad_arguments() -> None:
     opt = ShardedOptimizer(SOAP, params)
     with pytest.raises(ValueError, match="fixed at construction"):
         opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2))]})
+
+
+def test_lr_schedulers_and_process_group_without_init() -> None:
+    torch.manual_seed(0)
+    model, ref = Net(), Net()
+    ref.load_state_dict(model.state_dict())
+    opt = ShardedOptimizer(SOAP, model.parameters(), lr=1e-2)
+    ref_opt = SOAP(ref.parameters(), lr=1e-2)
+    schedules = [torch.optim.lr_scheduler.StepLR(o, step_size=1, gamma=0.5) for o in (opt, ref_opt)]
+    x, y = _data(9, 16, 16, 4)
+    for _ in range(3):
+        for m, o in ((model, opt), (ref, ref_opt)):
+            o.zero_grad()
+            _loss(m, x, y).backward()
+            o.step()
+        for s in schedules:
+            s.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-2 / 8)
+    for p, q in zip(model.parameters(), ref.parameters(), strict=True):
+        assert torch.equal(p, q)
+    with pytest.raises(ValueError, match="init_process_group"):
+        ShardedOptimizer(SOAP, model.parameters(), process_group=object())

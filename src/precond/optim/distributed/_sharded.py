@@ -123,6 +123,11 @@ class ShardedOptimizer(Optimizer):
                 " shard the whole model with fully_shard, or use one ShardedOptimizer per kind"
             )
         self._fsdp = kinds == {True}
+        if process_group is not None and not self._distributed:
+            raise ValueError(
+                "ShardedOptimizer: process_group was given but torch.distributed is not initialized; call "
+                "torch.distributed.init_process_group first (or leave process_group None to run alone)"
+            )
         self._group = self._resolve_group(everything, process_group)
         self._world = dist.get_world_size(self._group) if self._distributed else 1
         self._rank = dist.get_rank(self._group) if self._distributed else 0
