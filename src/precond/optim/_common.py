@@ -235,6 +235,25 @@ class PrecondOptimizer(Optimizer, metaclass=ABCMeta):
         ``nonfinite="skip"`` (a false one must make the step a no-op, preferably masked, without a sync) or
         ``None``."""
 
+    # ------------------------------------------------------------------ hooks of the sharded (distributed) step
+    def _create_state(self) -> None:
+        """Create the state of every parameter now instead of at its first step (default: nothing).
+
+        :class:`precond.optim.distributed.ShardedOptimizer` calls it at construction so that every rank holds the
+        same state keys before ``torch.distributed.checkpoint`` looks (no dummy step inside a state-dict call).
+        """
+
+    def _host_check_due(self, groups: list[tuple[dict[str, Any], list[torch.Tensor]]]) -> bool:
+        """Whether a non-finite step over ``groups`` is resolved on the host (default: never)."""
+        return False
+
+    def _count_host_skip(self) -> None:
+        """Record a step skipped on the host (only called where :meth:`_host_check_due` can be true)."""
+
+    def _work_estimate(self, p: torch.Tensor, group: dict[str, Any]) -> float:
+        """Relative cost of one step of ``p`` (shape only; default: its size), for balancing ranks' work."""
+        return float(p.numel())
+
     @staticmethod
     def _count_skips(counters: list[torch.Tensor], ok: torch.Tensor | None) -> None:
         """Add one to every ``nonfinite_skips`` counter when the step is skipped (no host sync)."""

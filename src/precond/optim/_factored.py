@@ -9,6 +9,7 @@ a subclass supplies the names of its state and the math of one batched step.
 
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
 from collections.abc import Hashable, Iterable
 from typing import Any, ClassVar
@@ -210,6 +211,23 @@ class FactoredOptimizer(PrecondOptimizer):
             self._decay_weights_of(group, params, keep, after=True)
             for p in params:
                 self.state[p]["calls"] += 1
+
+    def _create_state(self) -> None:
+        self._rebuild(None)
+
+    def _host_check_due(self, groups: list[tuple[dict[str, Any], list[torch.Tensor]]]) -> bool:
+        return any(self._needs_host_check(self._phase(p, g)) for g, params in groups for p in params)
+
+    def _work_estimate(self, p: torch.Tensor, group: dict[str, Any]) -> float:
+        """Per block: the projections/factor updates ``numel·Σd`` plus the refresh ``Σd³`` amortized over
+        ``precondition_frequency``, over the factored dims ``d`` (a Kronecker step costs ``m·n·(m+n)``)."""
+        layout = self._plan(p, group)
+        total = 0.0
+        for shape, factored in zip(layout.block_shapes, layout.factored, strict=True):
+            numel = math.prod(shape)
+            dims = [d for d, on in zip(shape, factored, strict=True) if on]
+            total += numel * (1 + sum(dims)) + sum(d**3 for d in dims) / group["precondition_frequency"]
+        return total
 
     def _count_host_skip(self) -> None:
         assert self._buckets is not None

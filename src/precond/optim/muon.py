@@ -459,6 +459,19 @@ class Muon(PrecondOptimizer):
                 )
         self._count_skips(counters, ok)
 
+    def _create_state(self) -> None:
+        for group in self.param_groups:
+            for p, route in zip(group["params"], self._routes(group, group["params"]), strict=True):
+                if p.numel() > 0:
+                    self._init_state(p, route)
+
+    def _work_estimate(self, p: torch.Tensor, group: dict[str, Any]) -> float:
+        """Newton–Schulz: ``ns_steps·(4m²n + 2m³)`` for an ``m × n`` matrix view, ``m ≤ n``; AdamW: the size."""
+        if not self._routes(group, [p])[0]:
+            return float(p.numel())
+        m, n = sorted(_matrix_shape(p))
+        return float(group["ns_steps"] * (4 * m * m * n + 2 * m**3))
+
     def _init_state(self, p: torch.Tensor, route: bool) -> None:
         state = self.state[p]
         key = "momentum_buffer" if route else "exp_avg"
