@@ -1,5 +1,6 @@
 """Shared kernels: Kronecker-factor algebra, eigenbasis refresh, parameter layouts (merging and blocking),
-segmented (per-row) ridge operators with batched PCG and sketch preconditioners."""
+segmented (per-row) ridge operators with batched PCG and sketch preconditioners; SOR/SSOR with learned relaxation
+(Learning to Relax), sketch-preconditioned least squares, and (``precond.linalg.learned``) DCDM."""
 
 from precond.linalg._cg import CGInfo, pcg
 from precond.linalg._eigen import EIGH_REL_JITTER, eigh_robust, refresh_eigenbasis
@@ -7,6 +8,28 @@ from precond.linalg._kron import contract_all_but, project, project_back
 from precond.linalg._layout import BlockLayout, merge_greedy, plan_layout
 from precond.linalg._newton_schulz import MUON_COEFFICIENTS, newton_schulz
 from precond.linalg._roots import inverse_root
+from precond.linalg._sor import (
+    BatchSolveResult,
+    SolveResult,
+    SparseFamily,
+    jacobi_radius,
+    sor,
+    sor_batch,
+    ssor_pcg,
+    ssor_pcg_batch,
+    young_omega,
+)
+from precond.linalg._tuner import (
+    DEFAULT_GRID,
+    ChebCB,
+    LinearSystem,
+    OmegaTuner,
+    SequenceResult,
+    TsallisINF,
+    replay,
+    solve_sequence,
+    tsallis_probabilities,
+)
 from precond.linalg._segmented import segment_gram_matvec, segment_pcg, segment_sketch_factor, triangular_precond
 from precond.linalg._woodbury import (
     CHOL_REL_JITTER,
@@ -20,6 +43,24 @@ from precond.linalg._woodbury import (
 )
 
 __all__ = [
+    "DEFAULT_GRID",
+    "BatchSolveResult",
+    "ChebCB",
+    "LinearSystem",
+    "OmegaTuner",
+    "SequenceResult",
+    "SolveResult",
+    "SparseFamily",
+    "TsallisINF",
+    "jacobi_radius",
+    "replay",
+    "solve_sequence",
+    "sor",
+    "sor_batch",
+    "ssor_pcg",
+    "ssor_pcg_batch",
+    "tsallis_probabilities",
+    "young_omega",
     "CHOL_REL_JITTER",
     "EIGH_REL_JITTER",
     "MUON_COEFFICIENTS",

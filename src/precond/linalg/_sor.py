@@ -128,8 +128,8 @@ class SparseFamily:
         return cls(
             Mp,
             np.asarray(Mp.diagonal()),
-            LevelSolver(sp.csr_array(sp.tril(Mp, k=-1)), lower=True, levels=lev_p),
-            LevelSolver(sp.csr_array(sp.triu(Mp, k=1)), lower=False, levels=int(lev_p.max()) - lev_p),
+            LevelSolver(sp.csr_array(sp.tril(Mp, k=-1)), lower=True, level_of=lev_p),
+            LevelSolver(sp.csr_array(sp.triu(Mp, k=1)), lower=False, level_of=int(lev_p.max()) - lev_p),
             perm,
         )
 
@@ -221,7 +221,39 @@ def _setup(
     return work, np.ascontiguousarray(Bm.T[p]), np.ascontiguousarray(X.T[p])
 
 
+#: systems advanced together: chunks keep the working arrays ``[n, CHUNK]`` in cache
+CHUNK = 1024
+
+
 def _run(
+    work: _Work,
+    B: np.ndarray,
+    X: np.ndarray,
+    *,
+    method: str,
+    tol: float,
+    max_iter: int,
+    history: list[np.ndarray] | None,
+) -> BatchSolveResult:
+    """:func:`_run_chunk` on chunks of :data:`CHUNK` systems (independent), results in input order."""
+    nb = B.shape[1]
+    if nb <= CHUNK:
+        return _run_chunk(work, B, X, method=method, tol=tol, max_iter=max_iter, history=history)
+    parts = []
+    for lo in range(0, nb, CHUNK):
+        sel = np.arange(lo, min(lo + CHUNK, nb))
+        sub = _Work(work.fam, work.omega[sel], work.scale[sel], work.shift[sel])
+        parts.append(_run_chunk(sub, B[:, sel], X[:, sel], method=method, tol=tol, max_iter=max_iter, history=None))
+    return BatchSolveResult(
+        np.concatenate([p.solution for p in parts]),
+        np.concatenate([p.iterations for p in parts]),
+        np.concatenate([p.residual_norm for p in parts]),
+        tuple(s for p in parts for s in p.status),
+        method,
+    )
+
+
+def _run_chunk(
     work: _Work,
     B: np.ndarray,
     X: np.ndarray,

@@ -136,13 +136,13 @@ class LevelSolver:
     levels) use SciPy's compiled SuperLU triangular solve per right-hand side instead.
     """
 
-    def __init__(self, T: sp.csr_array, lower: bool, levels: np.ndarray | None = None) -> None:
+    def __init__(self, T: sp.csr_array, lower: bool, level_of: np.ndarray | None = None) -> None:
         self.n = T.shape[0]
         self.lower = lower
         T = sp.csr_array(T, copy=True)
         T.eliminate_zeros()  # a stored zero must not couple to a not-yet-solved entry
         self.T = T
-        level = levels(T) if levels is None else levels
+        level = levels(T) if level_of is None else level_of
         self.blocks: list[tuple[int, int, np.ndarray, np.ndarray]] | None = None
         if level is None:
             return
@@ -188,7 +188,9 @@ class LevelSolver:
         for lo, hi, cols, vals in self.blocks:
             acc = rp[lo:hi]
             if cols.shape[1]:
-                coupling = np.einsum("rw,rwb->rb", vals, x[cols])
+                coupling = vals[:, 0, None] * x[cols[:, 0]]
+                for k in range(1, cols.shape[1]):  # the few couplings of a row (2 on a 5-point grid)
+                    coupling += vals[:, k, None] * x[cols[:, k]]
                 acc = acc - s_row * coupling
             x[lo:hi] = acc / dp[lo:hi]
         if v is not None:
