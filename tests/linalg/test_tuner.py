@@ -48,9 +48,7 @@ def cost_table(variance: str, T: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     seq = shifted_laplacian_sequence(T, variance, seed=0)
     fam = SparseFamily.build(seq.K)
     d = DEFAULT_GRID.size
-    res = sor_batch(
-        fam, np.repeat(seq.b, d, 0), np.tile(DEFAULT_GRID, T), shift=np.repeat(seq.shifts, d), tol=1e-8
-    )
+    res = sor_batch(fam, np.repeat(seq.b, d, 0), np.tile(DEFAULT_GRID, T), shift=np.repeat(seq.shifts, d), tol=1e-8)
     assert all(s == "converged" for s in res.status)
     young = np.array([young_omega(seq.K + c * sp.eye_array(100)) for c in seq.shifts[:1]])
     # Young's ω* of K + cI has a closed form in c (β = ρ_J(K)·4/(4+c)); checked against young_omega above

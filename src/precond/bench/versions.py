@@ -21,7 +21,7 @@ from pathlib import Path
 import precond
 from precond.bench.environment import SourceSet
 
-__all__ = ["AREAS", "COMPLETION", "OPTIMIZER", "OT", "UNHASHED", "code_version"]
+__all__ = ["AREAS", "COMPLETION", "OPTIMIZER", "OT", "SOLVERS", "UNHASHED", "code_version"]
 
 OPTIMIZER = SourceSet(
     "optimizer",
@@ -49,7 +49,8 @@ COMPLETION = SourceSet(
         "bench/completion/run.py",
     ),
 )
-AREAS: dict[str, SourceSet] = {s.name: s for s in (OPTIMIZER, OT, COMPLETION)}
+SOLVERS = SourceSet("solvers", ("linalg/**/*.py", "bench/solvers/problems.py"))
+AREAS: dict[str, SourceSet] = {s.name: s for s in (OPTIMIZER, OT, COMPLETION, SOLVERS)}
 #: Modules no area's figures depend on (storage, protocol, reporting, command line, environment record): editing
 #: them invalidates nothing. Every module of the package is in an area's sources or here (a test checks it).
 UNHASHED = (
@@ -70,6 +71,7 @@ UNHASHED = (
     "bench/completion/__init__.py",
     "bench/completion/output.py",
     "bench/completion/cli.py",
+    "bench/solvers/__init__.py",
 )
 
 

@@ -6,8 +6,10 @@ from precond.linalg._cg import CGInfo, pcg
 from precond.linalg._eigen import EIGH_REL_JITTER, eigh_robust, refresh_eigenbasis
 from precond.linalg._kron import contract_all_but, project, project_back
 from precond.linalg._layout import BlockLayout, merge_greedy, plan_layout
+from precond.linalg._lstsq import LstsqResult, lstsq
 from precond.linalg._newton_schulz import MUON_COEFFICIENTS, newton_schulz
 from precond.linalg._roots import inverse_root
+from precond.linalg._segmented import segment_gram_matvec, segment_pcg, segment_sketch_factor, triangular_precond
 from precond.linalg._sor import (
     BatchSolveResult,
     SolveResult,
@@ -30,7 +32,6 @@ from precond.linalg._tuner import (
     solve_sequence,
     tsallis_probabilities,
 )
-from precond.linalg._segmented import segment_gram_matvec, segment_pcg, segment_sketch_factor, triangular_precond
 from precond.linalg._woodbury import (
     CHOL_REL_JITTER,
     SlidingWindow,
@@ -43,34 +44,28 @@ from precond.linalg._woodbury import (
 )
 
 __all__ = [
+    "CHOL_REL_JITTER",
     "DEFAULT_GRID",
+    "EIGH_REL_JITTER",
+    "MUON_COEFFICIENTS",
     "BatchSolveResult",
+    "BlockLayout",
+    "CGInfo",
     "ChebCB",
     "LinearSystem",
+    "LstsqResult",
     "OmegaTuner",
     "SequenceResult",
+    "SlidingWindow",
     "SolveResult",
     "SparseFamily",
     "TsallisINF",
-    "jacobi_radius",
-    "replay",
-    "solve_sequence",
-    "sor",
-    "sor_batch",
-    "ssor_pcg",
-    "ssor_pcg_batch",
-    "tsallis_probabilities",
-    "young_omega",
-    "CHOL_REL_JITTER",
-    "EIGH_REL_JITTER",
-    "MUON_COEFFICIENTS",
-    "BlockLayout",
-    "CGInfo",
-    "SlidingWindow",
     "contract_all_but",
     "damped_cholesky",
     "eigh_robust",
     "inverse_root",
+    "jacobi_radius",
+    "lstsq",
     "merge_greedy",
     "newton_schulz",
     "pcg",
@@ -78,13 +73,21 @@ __all__ = [
     "project",
     "project_back",
     "refresh_eigenbasis",
+    "replay",
     "segment_gram_matvec",
     "segment_pcg",
     "segment_sketch_factor",
+    "solve_sequence",
+    "sor",
+    "sor_batch",
+    "ssor_pcg",
+    "ssor_pcg_batch",
     "triangular_precond",
+    "tsallis_probabilities",
     "window_filled",
     "window_ihvp",
     "window_ihvp_newest",
     "window_new",
     "window_update_",
+    "young_omega",
 ]

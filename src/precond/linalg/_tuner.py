@@ -195,7 +195,7 @@ class ChebCB(OmegaTuner):
         self.lo, self.hi, self.m, self.ridge, self.eta = lo, hi, degree, ridge, eta
         self.gram = np.tile(ridge * np.eye(degree), (self.d, 1, 1))
         self.rhs = np.zeros((self.d, degree))
-        self.theta = np.zeros((self.d, degree))
+        self.theta: np.ndarray = np.zeros((self.d, degree))
         self._cost_sum = 0.0
 
     def features(self, context: float) -> np.ndarray:

@@ -102,7 +102,9 @@ def heat_sequence(T: int, nx: int = 20, dt: float = 1e-3) -> HeatSequence:
     return HeatSequence(K, np.array(scales), np.array(bs), np.array(x0s), np.array(kappas))
 
 
-def ill_conditioned(rows: int, cols: int, cond: float, seed: int = 0, noise: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+def ill_conditioned(
+    rows: int, cols: int, cond: float, seed: int = 0, noise: float = 1e-3
+) -> tuple[np.ndarray, np.ndarray]:
     """A tall ``A = U diag(σ) Vᵀ`` with singular values log-spaced from 1 to ``1/cond`` and
     ``b = A x + noise·N(0, 1)`` (an inconsistent system)."""
     rng = np.random.default_rng(seed)
