@@ -23,7 +23,7 @@ from pathlib import Path
 import precond
 from precond.bench.environment import SourceSet
 
-__all__ = ["AREAS", "COMPLETION", "OPTIMIZER", "OT", "REGISTRATION", "UNHASHED", "code_version"]
+__all__ = ["AREAS", "COMPLETION", "OPTIMIZER", "OT", "REGISTRATION", "SOLVERS", "UNHASHED", "code_version"]
 
 OPTIMIZER = SourceSet(
     "optimizer",
@@ -62,7 +62,8 @@ REGISTRATION = SourceSet(
         "bench/registration/run.py",
     ),
 )
-AREAS: dict[str, SourceSet] = {s.name: s for s in (OPTIMIZER, OT, COMPLETION, REGISTRATION)}
+SOLVERS = SourceSet("solvers", ("linalg/**/*.py", "bench/solvers/problems.py"))
+AREAS: dict[str, SourceSet] = {s.name: s for s in (OPTIMIZER, OT, COMPLETION, REGISTRATION, SOLVERS)}
 #: Modules no area's figures depend on (storage, protocol, reporting, command line, environment record): editing
 #: them invalidates nothing. Every module of the package is in an area's sources or here (a test checks it).
 UNHASHED = (
@@ -85,6 +86,7 @@ UNHASHED = (
     "bench/completion/cli.py",
     "bench/registration/__init__.py",
     "bench/registration/cli.py",
+    "bench/solvers/__init__.py",
 )
 
 

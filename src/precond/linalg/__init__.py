@@ -1,15 +1,38 @@
 """Shared kernels: Kronecker-factor algebra, eigenbasis refresh, parameter layouts (merging and blocking),
-ragged buckets (padded batches of segments), segmented (per-row) ridge operators with batched PCG and
-sketch preconditioners."""
+ragged buckets (padded batches of segments) with batched PCG and sketch preconditioners; SOR/SSOR with learned
+relaxation (Learning to Relax), sketch-preconditioned least squares."""
 
 from precond.linalg._cg import CGInfo, pcg
 from precond.linalg._eigen import EIGH_REL_JITTER, eigh_robust, refresh_eigenbasis
 from precond.linalg._kron import contract_all_but, project, project_back
 from precond.linalg._layout import BlockLayout, merge_greedy, plan_layout
+from precond.linalg._lstsq import LstsqResult, lstsq
 from precond.linalg._newton_schulz import MUON_COEFFICIENTS, newton_schulz
 from precond.linalg._ragged import BUCKET_GROWTH, Bucket, block_sign_sketch, gather_padded, pad_buckets, padded_widths
 from precond.linalg._roots import inverse_root
 from precond.linalg._segmented import segment_pcg
+from precond.linalg._sor import (
+    BatchSolveResult,
+    SolveResult,
+    SparseFamily,
+    jacobi_radius,
+    sor,
+    sor_batch,
+    ssor_pcg,
+    ssor_pcg_batch,
+    young_omega,
+)
+from precond.linalg._tuner import (
+    DEFAULT_GRID,
+    ChebCB,
+    LinearSystem,
+    OmegaTuner,
+    SequenceResult,
+    TsallisINF,
+    replay,
+    solve_sequence,
+    tsallis_probabilities,
+)
 from precond.linalg._woodbury import (
     CHOL_REL_JITTER,
     SlidingWindow,
@@ -24,18 +47,30 @@ from precond.linalg._woodbury import (
 __all__ = [
     "BUCKET_GROWTH",
     "CHOL_REL_JITTER",
+    "DEFAULT_GRID",
     "EIGH_REL_JITTER",
     "MUON_COEFFICIENTS",
+    "BatchSolveResult",
     "BlockLayout",
     "Bucket",
     "CGInfo",
+    "ChebCB",
+    "LinearSystem",
+    "LstsqResult",
+    "OmegaTuner",
+    "SequenceResult",
     "SlidingWindow",
+    "SolveResult",
+    "SparseFamily",
+    "TsallisINF",
     "block_sign_sketch",
     "contract_all_but",
     "damped_cholesky",
     "eigh_robust",
     "gather_padded",
     "inverse_root",
+    "jacobi_radius",
+    "lstsq",
     "merge_greedy",
     "newton_schulz",
     "pad_buckets",
@@ -45,10 +80,18 @@ __all__ = [
     "project",
     "project_back",
     "refresh_eigenbasis",
+    "replay",
     "segment_pcg",
+    "solve_sequence",
+    "sor",
+    "sor_batch",
+    "ssor_pcg",
+    "ssor_pcg_batch",
+    "tsallis_probabilities",
     "window_filled",
     "window_ihvp",
     "window_ihvp_newest",
     "window_new",
     "window_update_",
+    "young_omega",
 ]
