@@ -2,37 +2,16 @@
 ragged buckets (padded batches of segments) with batched PCG and sketch preconditioners; SOR/SSOR with learned
 relaxation (Learning to Relax), sketch-preconditioned least squares."""
 
+from typing import TYPE_CHECKING, Any
+
 from precond.linalg._cg import CGInfo, pcg
 from precond.linalg._eigen import EIGH_REL_JITTER, eigh_robust, refresh_eigenbasis
 from precond.linalg._kron import contract_all_but, project, project_back
 from precond.linalg._layout import BlockLayout, merge_greedy, plan_layout
-from precond.linalg._lstsq import LstsqResult, lstsq
 from precond.linalg._newton_schulz import MUON_COEFFICIENTS, newton_schulz
 from precond.linalg._ragged import BUCKET_GROWTH, Bucket, block_sign_sketch, gather_padded, pad_buckets, padded_widths
 from precond.linalg._roots import inverse_root
 from precond.linalg._segmented import segment_pcg
-from precond.linalg._sor import (
-    BatchSolveResult,
-    SolveResult,
-    SparseFamily,
-    jacobi_radius,
-    sor,
-    sor_batch,
-    ssor_pcg,
-    ssor_pcg_batch,
-    young_omega,
-)
-from precond.linalg._tuner import (
-    DEFAULT_GRID,
-    ChebCB,
-    LinearSystem,
-    OmegaTuner,
-    SequenceResult,
-    TsallisINF,
-    replay,
-    solve_sequence,
-    tsallis_probabilities,
-)
 from precond.linalg._woodbury import (
     CHOL_REL_JITTER,
     SlidingWindow,
@@ -43,6 +22,66 @@ from precond.linalg._woodbury import (
     window_new,
     window_update_,
 )
+
+# The SciPy-based solvers load on first use, so that `import precond.optim` / `precond.completion` stay SciPy-free.
+_LAZY = {
+    "DEFAULT_GRID": "_tuner",
+    "ChebCB": "_tuner",
+    "LinearSystem": "_tuner",
+    "OmegaTuner": "_tuner",
+    "SequenceResult": "_tuner",
+    "TsallisINF": "_tuner",
+    "replay": "_tuner",
+    "solve_sequence": "_tuner",
+    "tsallis_probabilities": "_tuner",
+    "BatchSolveResult": "_sor",
+    "LstsqResult": "_lstsq",
+    "SolveResult": "_sor",
+    "SparseFamily": "_sor",
+    "jacobi_radius": "_sor",
+    "lstsq": "_lstsq",
+    "sor": "_sor",
+    "sor_batch": "_sor",
+    "ssor_pcg": "_sor",
+    "ssor_pcg_batch": "_sor",
+    "young_omega": "_sor",
+}
+
+if TYPE_CHECKING:
+    from precond.linalg._lstsq import LstsqResult, lstsq
+    from precond.linalg._sor import (
+        BatchSolveResult,
+        SolveResult,
+        SparseFamily,
+        jacobi_radius,
+        sor,
+        sor_batch,
+        ssor_pcg,
+        ssor_pcg_batch,
+        young_omega,
+    )
+    from precond.linalg._tuner import (
+        DEFAULT_GRID,
+        ChebCB,
+        LinearSystem,
+        OmegaTuner,
+        SequenceResult,
+        TsallisINF,
+        replay,
+        solve_sequence,
+        tsallis_probabilities,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f"precond.linalg.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'precond.linalg' has no attribute {name!r}")
+
 
 __all__ = [
     "BUCKET_GROWTH",
