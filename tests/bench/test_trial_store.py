@@ -464,9 +464,10 @@ def test_version_2_database_gains_budget_seconds_and_keeps_its_trials(tmp_path: 
     import precond.bench.store as store_module
 
     path = tmp_path / "v2.sqlite"
-    v2_trials = store_module._TRIALS.replace(
-        "    load_end          REAL,", "    load_end          REAL"
-    ).replace("    budget_seconds    REAL                             -- equal-time trials: the wall-clock budget; NULL: steps\n", "")
+    lines = store_module._TRIALS.splitlines(keepends=True)
+    v2_trials = "".join(line for line in lines if "budget_seconds" not in line).replace(
+        "load_end          REAL,", "load_end REAL"
+    )
     assert "budget_seconds" not in v2_trials
     conn = sqlite3.connect(path)
     conn.executescript(

@@ -193,11 +193,13 @@ def load_workload(reference: str, **kwargs: Any) -> Workload:
         public = sorted(n for n in vars(module) if not n.startswith("_"))
         raise WorkloadError(f"--workload {reference}: {module_ref} has no attribute {attr!r} (it has {public})")
     obj = getattr(module, attr)
-    if callable(obj) and not hasattr(obj, "build") or inspect.isclass(obj):
+    if (callable(obj) and not hasattr(obj, "build")) or inspect.isclass(obj):
         try:
             obj = obj(**kwargs)
         except Exception as exc:
-            raise WorkloadError(f"--workload {reference}: calling {attr}() failed: {type(exc).__name__}: {exc}") from exc
+            raise WorkloadError(
+                f"--workload {reference}: calling {attr}() failed: {type(exc).__name__}: {exc}"
+            ) from exc
     try:
         return check_workload(obj)
     except WorkloadError as err:

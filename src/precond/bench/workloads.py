@@ -54,11 +54,11 @@ from precond.bench.interface import Task, Workload
 __all__ = [
     "PRESETS",
     "WORKLOADS",
+    "BuiltinWorkload",
     "CNNConfig",
     "LMConfig",
     "LeastSquaresProblem",
     "MLPConfig",
-    "BuiltinWorkload",
     "QuadraticConfig",
     "Task",
     "Workload",
