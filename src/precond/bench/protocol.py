@@ -404,8 +404,9 @@ class OptimizerSummary:
     standard deviation (``None`` for one seed); ``steps_run`` their mean number of steps (in equal-time mode, how
     many steps the budget bought). ``lr_at_edge``: the searched best lr is still the smallest or largest tried
     (the optimum may lie beyond); ``lr_extended``: log-steps the search added below and above the range. Times
-    are seconds, memory bytes; ``state_bytes`` and ``model_bytes`` are those of the best setting's tuning trial. ``conditions`` are the run conditions (threads,
-    load) of those seed runs, whose wall-clock the time figures average (``None`` where not recorded).
+    are seconds, memory bytes; ``state_bytes`` and ``model_bytes`` are those of the best setting's tuning trial.
+    ``conditions`` are the run conditions (threads, load) of those seed runs, whose wall-clock the time figures
+    average (``None`` where not recorded).
     """
 
     optimizer: str
@@ -502,6 +503,8 @@ def _summarize_one(
     )
     best = select_best(found)
     planned = len(sweep_specs) + len(plan.extra_seeds())
+    if not trace.complete:  # the search stopped at a missing trial: it would have run at least the usual number
+        planned = max(planned, plan.expected_trials(name))
     base: dict[str, Any] = {
         "optimizer": name,
         "sweep": sweep,
