@@ -177,7 +177,7 @@ class Plan:
             text = f"a fixed grid of {self.lr_points} log-spaced lrs over the tuning range"
         if self.sweep_weight_decay:
             text += f"; then {self.wd_points} weight decays at the best lr, where the optimizer has a range"
-        budget = f"{self.budget_seconds:g} s of training each" if self.budget_seconds else "the workload's steps"
+        budget = f"{self.budget_seconds:g} s of training" if self.budget_seconds else "the workload's steps"
         return f"{text}; every trial runs {budget}, seed {self.tune_seed}; best by final validation loss"
 
     def grid(self, optimizer: str) -> list[dict[str, HParamValue]]:
