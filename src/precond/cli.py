@@ -4,6 +4,8 @@ precond bench                          # AdamW vs SOAP vs Muon on the lm workloa
 precond bench --workload mlp --optimizers adamw,soap,shampoo,muon,lion --seeds 3
 precond bench report                   # re-render the latest run's table + plot from the database, trains nothing
 precond bench --threads 1 run          # options go before or after the action (run is the default action)
+precond bench --workload examples/plain_torch.py:workload --optimizers adamw,soap   # your own model
+precond bench --budget-seconds 30      # equal wall-clock per trial instead of equal steps
 precond bench ot                       # entropic OT: precond.ot vs POT/RegOT to L1 error 1e-8 (quick grid, 3 s)
 precond bench ot --full                # 5 problems × 3 ε at n=2000 and more, 10 s hard budget per method
 precond bench ot --problems gauss --n 2000 --eps 1e-2 --budget 20 --methods "precond sns,POT sinkhorn_log"
@@ -46,7 +48,18 @@ def _optimizer_list(text: str) -> tuple[str, ...]:
 #: actions that use it, with ``default=argparse.SUPPRESS`` everywhere, so that a value given before or after the
 #: action is kept (argparse would otherwise let the action's default overwrite the value given before it); the
 #: defaults are filled in after parsing (:func:`_fill_defaults`).
-PLAN_OPTIONS = ("workload", "preset", "optimizers", "baseline", "lr_points", "sweep_wd", "seeds")
+PLAN_OPTIONS = (
+    "workload",
+    "preset",
+    "optimizers",
+    "baseline",
+    "lr_points",
+    "lr_extend",
+    "lr_refine",
+    "sweep_wd",
+    "seeds",
+    "budget_seconds",
+)
 STORE_OPTIONS = ("db", "out")
 RUN_OPTIONS = ("threads", "no_progress")
 #: which shared options each action accepts (``None``: ``precond bench`` without an action = ``run``)
@@ -59,6 +72,31 @@ ACTION_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _workload_name(text: str) -> str:
+    """A built-in workload name, or a ``module:factory`` / ``file.py:factory`` reference (loaded later)."""
+    from precond.bench.workloads import WORKLOADS
+
+    if text in WORKLOADS or ":" in text:
+        return text
+    raise argparse.ArgumentTypeError(
+        f"unknown workload {text!r}: choose one of {', '.join(WORKLOADS)}, or name your own as "
+        "package.module:factory or path/to/file.py:factory"
+    )
+
+
+def _load(reference: str, preset: str) -> Any:
+    """The workload ``--workload`` names: a built-in at ``preset``, or the user's (its own preset)."""
+    from precond.bench.interface import WorkloadError, load_workload
+    from precond.bench.workloads import get_workload
+
+    if ":" not in reference:
+        return get_workload(reference, preset)
+    try:
+        return load_workload(reference)
+    except WorkloadError as err:
+        raise SystemExit(f"precond bench: error: {err}") from None
+
+
 def _flag(dest: str) -> str:
     return "--" + dest.replace("_", "-")
 
@@ -69,8 +107,11 @@ def _defaults() -> dict[str, Any]:
         "preset": "quick",
         "optimizers": _optimizer_list(DEFAULT_OPTIMIZERS),
         "baseline": "adamw",
-        "lr_points": 4,
+        "lr_points": 3,
+        "lr_extend": 4,
+        "lr_refine": 2,
         "sweep_wd": False,
+        "budget_seconds": None,
         "seeds": 3,
         "db": Path(DEFAULT_DB),
         "out": Path(DEFAULT_OUT),
@@ -81,17 +122,35 @@ def _defaults() -> dict[str, Any]:
 
 def _shared(parser: argparse.ArgumentParser, dests: Sequence[str]) -> None:
     """Register the shared options ``dests`` on ``parser``, all with ``default=argparse.SUPPRESS``."""
+    from precond._args import positive_float
     from precond.bench.workloads import PRESETS, WORKLOADS
 
     options: dict[str, tuple[dict[str, Any], str]] = {
-        "workload": ({"choices": WORKLOADS}, "what to train (default: lm; report: the latest run's)"),
+        "workload": (
+            {"type": _workload_name},
+            f"what to train: {', '.join(WORKLOADS)}, or your own as package.module:factory or "
+            "path/to/file.py:factory (default: lm; report: the latest run's)",
+        ),
         "preset": ({"choices": PRESETS}, "workload size (default: quick; report: the latest run's)"),
         "optimizers": (
             {"type": _optimizer_list},
             f"comma-separated registry names (default: {DEFAULT_OPTIMIZERS}); the baseline is added if missing",
         ),
         "baseline": ({}, "optimizer that sets the target loss (default: adamw)"),
-        "lr_points": ({"type": positive_int}, "learning rates per optimizer (default 4)"),
+        "lr_points": ({"type": positive_int}, "start points of the lr search over each range (default 3)"),
+        "lr_extend": (
+            {"type": int_at_least(0)},
+            "log-steps the lr search may add beyond each end of the range while the best is there (default 4)",
+        ),
+        "lr_refine": (
+            {"type": int_at_least(0)},
+            "lr refinement rounds, each halving the log-step (default 2; 0 with --lr-extend 0: a fixed grid)",
+        ),
+        "budget_seconds": (
+            {"type": positive_float},
+            "equal-time mode: train every trial for this many seconds of training wall-clock (validation "
+            "excluded), the schedule running on the clock, instead of the workload's steps",
+        ),
         "sweep_wd": ({"action": "store_true"}, "also sweep weight decay (3 points, full grid)"),
         "seeds": ({"type": positive_int}, "seeds of each winner (default 3)"),
         "db": ({"type": Path}, f"results database (default {DEFAULT_DB})"),
@@ -223,7 +282,8 @@ class _Bars:
 
 
 def _planned_trials(plan: Any) -> int:
-    return sum(len(plan.sweep_specs(name)) + plan.seeds - 1 for name in plan.optimizers)
+    """Trials when every optimum lies inside its range (the search's extensions add more)."""
+    return sum(plan.expected_trials(name) for name in plan.optimizers)
 
 
 def _plan(args: argparse.Namespace, base: Mapping[str, Any] | None = None, given: frozenset[str] = frozenset()) -> Any:
@@ -240,8 +300,11 @@ def _plan(args: argparse.Namespace, base: Mapping[str, Any] | None = None, given
         "optimizers": args.optimizers,
         "baseline": args.baseline,
         "lr_points": args.lr_points,
+        "lr_extend": args.lr_extend,
+        "lr_refine": args.lr_refine,
         "sweep_weight_decay": args.sweep_wd,
         "seeds": args.seeds,
+        "budget_seconds": args.budget_seconds,
     }
     if base is not None:
         dest = {"sweep_weight_decay": "sweep_wd"}
@@ -303,20 +366,26 @@ def bench_run(args: argparse.Namespace) -> int:
     from precond.bench.environment import RunConditions
     from precond.bench.protocol import run_plan
     from precond.bench.trial import code_version
-    from precond.bench.workloads import get_workload
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    workload = _load(args.workload, args.preset)
+    args.workload, args.preset = workload.name, workload.preset
     plan = _plan(args)
     _check_out(args, plan)
     with _open_store(args.db, write=True) as store:
-        workload = get_workload(plan.workload, plan.preset)
-        print(f"workload {workload.name}/{workload.preset}: {workload.description}")
-        print(f"data: {workload.data}")
+        print(f"workload {workload.name}/{workload.preset}: {getattr(workload, 'description', '')}")
+        if getattr(workload, "data", ""):
+            print(f"data: {workload.data}")
+        budget = (
+            f"{plan.budget_seconds:g} s of training each (equal time; the schedule runs on the clock)"
+            if plan.budget_seconds is not None
+            else f"{workload.steps} steps each"
+        )
         print(
-            f"protocol: {plan.lr_points} learning rates per optimizer over its range in precond.bench.tuning, "
-            f"{workload.steps} steps each (warmup {workload.warmup}, cosine decay), best by final validation loss, "
-            f"winners rerun with {plan.seeds} seeds; target = {plan.baseline}'s mean final loss"
+            f"protocol: lr search: {plan.describe_search()}; {budget} (warmup {workload.warmup}/{workload.steps} "
+            f"of the budget, cosine decay); winners rerun with {plan.seeds} seeds, interleaved across optimizers; "
+            f"target = {plan.baseline}'s mean final loss"
         )
         now = RunConditions.now()
         print(f"machine: {now.describe()}")
@@ -387,6 +456,10 @@ def bench_report(args: argparse.Namespace, given: frozenset[str]) -> int:
     if not args.db.exists():
         raise SystemExit(f"precond bench report: error: --db {args.db} does not exist; run `precond bench` first")
     version = code_version()
+    if "workload" in given and ":" in args.workload:
+        workload = _load(args.workload, args.preset)
+        args.workload, args.preset = workload.name, workload.preset
+        given = given | {"preset"}
     with _open_store(args.db, write=False) as store:
         plan = _report_plan(args, given, store, version)
         _check_out(args, plan)

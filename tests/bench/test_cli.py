@@ -15,7 +15,20 @@ from precond.bench.report import format_table, headline, plot
 from precond.bench.trial import TrialResult, TrialSpec
 from precond.cli import main
 
-TINY = ["--workload", "quadratic", "--preset", "tiny", "--optimizers", "adamw,soap", "--lr-points", "2"]
+TINY = [
+    "--workload",
+    "quadratic",
+    "--preset",
+    "tiny",
+    "--optimizers",
+    "adamw,soap",
+    "--lr-points",
+    "2",
+    "--lr-extend",
+    "0",
+    "--lr-refine",
+    "0",
+]
 
 
 def test_bench_runs_end_to_end_then_reuses_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -76,7 +89,7 @@ def _result(optimizer: str, lr: float, seed: int, final: float, curve: list[tupl
 
 
 def test_report_table_headline_and_plot_from_synthetic_results(tmp_path: Path) -> None:
-    plan = Plan("quadratic", ("adamw", "soap"), preset="tiny", lr_points=1, seeds=2)
+    plan = Plan("quadratic", ("adamw", "soap"), preset="tiny", lr_points=1, lr_extend=0, lr_refine=0, seeds=2)
     (lr_a,) = (p["lr"] for p in plan.grid("adamw"))
     (lr_s,) = (p["lr"] for p in plan.grid("soap"))
     results = [
@@ -187,7 +200,21 @@ def test_option_before_the_action_is_what_runs(tmp_path: Path, monkeypatch, caps
         return real(workload, spec, progress)
 
     monkeypatch.setattr(protocol, "run_trial", spy)
-    argv = ["bench", "--workload", "quadratic", "--preset", "tiny", "--optimizers", "soap", "--lr-points", "1"]
+    argv = [
+        "bench",
+        "--workload",
+        "quadratic",
+        "--preset",
+        "tiny",
+        "--optimizers",
+        "soap",
+        "--lr-points",
+        "1",
+        "--lr-extend",
+        "0",
+        "--lr-refine",
+        "0",
+    ]
     argv += ["--seeds", "1", "--db", str(tmp_path / "b.sqlite"), "--out", str(tmp_path), "run", "--no-progress"]
     assert main(argv) == 0
     assert trained == ["adamw", "soap"]  # the baseline is added; not muon
@@ -196,7 +223,21 @@ def test_option_before_the_action_is_what_runs(tmp_path: Path, monkeypatch, caps
 
 def _tiny_run(tmp_path: Path, *extra: str) -> list[str]:
     db, out = tmp_path / "bench.sqlite", tmp_path / "out"
-    args = ["bench", "--workload", "quadratic", "--preset", "tiny", "--optimizers", "adamw", "--lr-points", "2"]
+    args = [
+        "bench",
+        "--workload",
+        "quadratic",
+        "--preset",
+        "tiny",
+        "--optimizers",
+        "adamw",
+        "--lr-points",
+        "2",
+        "--lr-extend",
+        "0",
+        "--lr-refine",
+        "0",
+    ]
     return [*args, "--seeds", "1", "--db", str(db), "--out", str(out), "--no-progress", *extra]
 
 
@@ -220,11 +261,24 @@ def test_report_of_a_store_without_recorded_runs_uses_the_latest_trial(tmp_path:
     from precond.bench.store import Store
     from precond.bench.trial import code_version
 
-    plan = Plan("quadratic", ("adamw",), preset="tiny", lr_points=1, seeds=1)
+    plan = Plan("quadratic", ("adamw",), preset="tiny", lr_points=1, lr_extend=0, lr_refine=0, seeds=1)
     (lr,) = (p["lr"] for p in plan.grid("adamw"))
     with Store(tmp_path / "b.sqlite") as store:
         store.put(_result("adamw", lr, 0, 1.0, [(0, 3.0, 0.0), (20, 1.0, 2.0)]), code_version())
-    argv = ["bench", "report", "--lr-points", "1", "--seeds", "1", "--optimizers", "adamw"]
+    argv = [
+        "bench",
+        "report",
+        "--lr-points",
+        "1",
+        "--lr-extend",
+        "0",
+        "--lr-refine",
+        "0",
+        "--seeds",
+        "1",
+        "--optimizers",
+        "adamw",
+    ]
     assert main([*argv, "--db", str(tmp_path / "b.sqlite"), "--out", str(tmp_path)]) == 0
     assert "on quadratic/tiny" in capsys.readouterr().out
 

@@ -72,7 +72,7 @@ def _result(optimizer: str, lr: float, seed: int, seconds: float, conditions: Ru
 
 
 def _summary(soap_conditions: RunConditions | None):
-    plan = Plan("quadratic", ("adamw", "soap"), preset="tiny", lr_points=1, seeds=2)
+    plan = Plan("quadratic", ("adamw", "soap"), preset="tiny", lr_points=1, lr_extend=0, lr_refine=0, seeds=2)
     (lr_a,) = (p["lr"] for p in plan.grid("adamw"))
     (lr_s,) = (p["lr"] for p in plan.grid("soap"))
     results = [

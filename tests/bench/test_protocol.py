@@ -37,6 +37,9 @@ def sgd_plan(**kw: Any) -> Plan:
         "optimizers": ("sgd",),
         "baseline": "sgd",
         "fixed_hparams": {"sgd": {"momentum": 0.0}},
+        "lr_points": 4,
+        "lr_extend": 0,  # the fixed grid (a degenerate search): these tests count its trials
+        "lr_refine": 0,
         **kw,
     }
     return Plan(**args)
@@ -67,18 +70,19 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> Spy:
 
 
 def test_plan_normalises_and_builds_grids() -> None:
-    plan = Plan("mlp", ("SOAP", "muon", "soap"), sweep_weight_decay=True, wd_points=2)
+    plan = Plan("mlp", ("SOAP", "muon", "soap"), lr_points=4, sweep_weight_decay=True, wd_points=2)
     assert plan.optimizers == ("adamw", "soap", "muon")  # baseline first, names lowered, duplicates dropped
-    adamw = plan.grid("adamw")
-    assert [(p["lr"], p["weight_decay"]) for p in adamw[:2]] == [(0.0001, 0.001), (0.0001, 0.1)]
-    assert len(adamw) == 8 and {p["lr"] for p in adamw} == {0.0001, 0.0004642, 0.002154, 0.01}
+    adamw = plan.grid("adamw")  # the search's start points; the weight-decay pass comes after the lr search
+    assert adamw == [{"lr": v} for v in (0.0001, 0.0004642, 0.002154, 0.01)]
     assert plan.grid("sgd") == [{"lr": lr} for lr in SGD_GRID]  # no weight-decay range: lr only
-    assert Plan("mlp", ("adamw",)).grid("adamw") == [{"lr": v} for v in (0.0001, 0.0004642, 0.002154, 0.01)]
+    assert Plan("mlp", ("adamw",), lr_points=4).grid("adamw") == [
+        {"lr": v} for v in (0.0001, 0.0004642, 0.002154, 0.01)
+    ]
     assert plan.extra_seeds() == (1, 2)
     assert Plan("mlp", ("adamw",), tune_seed=1, seeds=4).extra_seeds() == (0, 2, 3)
     assert Plan("mlp", ("adamw",), seeds=1).extra_seeds() == ()
     specs = plan.sweep_specs("muon")
-    assert len(specs) == 8 and {s.seed for s in specs} == {0} and specs[0].workload == "mlp"
+    assert len(specs) == 4 and {s.seed for s in specs} == {0} and specs[0].workload == "mlp"
     reruns = plan.seed_specs(specs[3])
     assert [s.seed for s in reruns] == [1, 2] and all(s.hparams == specs[3].hparams for s in reruns)
     assert sgd_plan().grid("sgd")[0] == {"lr": 0.001, "momentum": 0.0}
@@ -136,7 +140,14 @@ def test_diverging_trials_are_recorded_and_the_sweep_goes_on(tmp_path: Path, spy
 def test_an_optimizer_that_raises_is_recorded_as_error(tmp_path: Path, spy: Spy) -> None:
     wl = Quadratic1D()
     plan = Plan(
-        "quad1d", ("sgd",), preset="tiny", lr_points=2, fixed_hparams={"sgd": {"momentum": -1.0}}, seeds=2
+        "quad1d",
+        ("sgd",),
+        preset="tiny",
+        lr_points=2,
+        lr_extend=0,
+        lr_refine=0,
+        fixed_hparams={"sgd": {"momentum": -1.0}},
+        seeds=2,
     )  # torch's SGD refuses a negative momentum
     with Store(tmp_path / "b.sqlite") as store:
         summary = run_plan(plan, store, workload=wl, code_version="test")
@@ -249,7 +260,9 @@ def result(optimizer: str, lr: float, seed: int, pts: Sequence[CurvePoint], step
 
 def synthetic(sgd_finals: Sequence[float], sgd_at_50: float = 1.0) -> tuple[Plan, list[TrialResult]]:
     """adamw's best lr is 0.01 with finals 1.00, 1.02, 1.01 (target 1.01); sgd's best is 0.1."""
-    plan = Plan("w", ("sgd",), preset="tiny", lr_points=2)  # adamw grid {1e-4, 1e-2}, sgd grid {1e-3, 1e-1}
+    plan = Plan(
+        "w", ("sgd",), preset="tiny", lr_points=2, lr_extend=0, lr_refine=0
+    )  # adamw grid {1e-4, 1e-2}, sgd grid {1e-3, 1e-1}
     rs = [result("adamw", 0.0001, 0, curve(2.5, 2.0, 0.1), 0.01), result("sgd", 0.001, 0, curve(2.8, 2.6, 0.2), 0.02)]
     rs += [result("adamw", 0.01, s, curve(2.0, f, 0.1), 0.01) for s, f in enumerate((1.00, 1.02, 1.01))]
     rs += [result("sgd", 0.1, s, curve(sgd_at_50, f, 0.2), 0.02) for s, f in enumerate(sgd_finals)]

@@ -435,7 +435,7 @@ def test_version_1_database_is_migrated_and_keeps_its_trials(tmp_path: Path) -> 
     path = tmp_path / "v1.sqlite"
     keys = _v1_database(path)
     with Store(path) as store:
-        assert store.schema_version == SCHEMA_VERSION == 2
+        assert store.schema_version == SCHEMA_VERSION == 3
         old, new = (store.get(k) for k in keys)
         assert old is not None and new is not None
         assert old.spec == TrialSpec.make("quad1d", "tiny", "sgd", {"lr": 0.03, "momentum": 0.0}, 0)
@@ -457,7 +457,39 @@ def test_version_1_database_is_migrated_and_keeps_its_trials(tmp_path: Path) -> 
     assert "peak_memory_bytes" not in columns and {"threads", "cpu_count", "load_start", "load_end"} <= set(columns)
     assert "trials_v1" not in tables and "runs" in tables and "trials_by_run" in indexes
     with Store(path) as store:  # reopening a migrated file changes nothing
-        assert len(store) == 3 and store.schema_version == 2
+        assert len(store) == 3 and store.schema_version == 3
+
+
+def test_version_2_database_gains_budget_seconds_and_keeps_its_trials(tmp_path: Path) -> None:
+    import precond.bench.store as store_module
+
+    path = tmp_path / "v2.sqlite"
+    lines = store_module._TRIALS.splitlines(keepends=True)
+    v2_trials = "".join(line for line in lines if "budget_seconds" not in line).replace(
+        "load_end          REAL,", "load_end REAL"
+    )
+    assert "budget_seconds" not in v2_trials
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);\n"
+        + v2_trials
+        + store_module._RUNS
+        + "INSERT INTO meta VALUES ('schema_version', '2');"
+    )
+    old = _results()[0]
+    columns = [c for c in store_module._COLUMNS if c != "budget_seconds"]
+    row = (old.spec.key("v2"), "quad1d", "tiny", "sgd", '{"lr": 0.1}', 0, "v2", "ok", 0.5, 20, "[[0, 1.0, 0.0]]")
+    row += (0.1, 0.01, 4, 8, "", "2025-01-01T00:00:00+00:00", 1, 2, None, None)
+    conn.execute(f"INSERT INTO trials ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", row)
+    conn.commit()
+    conn.close()
+    with Store(path) as store:
+        assert store.schema_version == 3
+        (back,) = store.results()
+        assert back.spec.budget_seconds is None and back.final_val == 0.5
+        timed = replace(old, spec=replace(old.spec, budget_seconds=2.5))
+        store.put(timed, "v2")
+        assert store.get(timed.spec.key("v2")) == timed and timed.spec.key("v2") != old.spec.key("v2")
 
 
 def test_failed_migration_leaves_the_old_file_untouched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -479,9 +511,9 @@ def test_store_refuses_a_newer_schema(tmp_path: Path) -> None:
     path = tmp_path / "new.sqlite"
     Store(path).close()
     with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+        conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
     conn.close()
-    with pytest.raises(SchemaError, match="schema version 3, this precond needs 2"):
+    with pytest.raises(SchemaError, match="schema version 4, this precond needs 3"):
         Store(path)
 
 

@@ -3,15 +3,21 @@ harness per further area (:mod:`precond.bench.ot`: entropic OT) sharing the budg
 (:mod:`precond.bench._harness`), the environment record (:mod:`precond.bench.environment`) and per-area code
 versions (:mod:`precond.bench.versions`)."""
 
+from precond.bench.compare import Comparison, compare
 from precond.bench.environment import RunConditions
+from precond.bench.interface import Task, Workload, WorkloadError, check_workload, load_workload
 from precond.bench.protocol import OptimizerSummary, Plan, Summary, run_plan, summarize
+from precond.bench.search import LRSearch, bracket_search
 from precond.bench.store import Store
 from precond.bench.trial import TrialResult, TrialSpec, run_trial
-from precond.bench.workloads import PRESETS, WORKLOADS, Task, Workload, get_workload
+from precond.bench.workloads import PRESETS, WORKLOADS, BuiltinWorkload, get_workload
 
 __all__ = [
     "PRESETS",
     "WORKLOADS",
+    "BuiltinWorkload",
+    "Comparison",
+    "LRSearch",
     "OptimizerSummary",
     "Plan",
     "RunConditions",
@@ -21,7 +27,12 @@ __all__ = [
     "TrialResult",
     "TrialSpec",
     "Workload",
+    "WorkloadError",
+    "bracket_search",
+    "check_workload",
+    "compare",
     "get_workload",
+    "load_workload",
     "run_plan",
     "run_trial",
     "summarize",

@@ -1,14 +1,20 @@
 """The fair comparison protocol of ``precond bench``: tune every optimizer the same way, then compare at the end.
 
-1. **Sweep.** For every optimizer of a :class:`Plan`, a log grid of learning rates from its tuning range
-   (``precond.bench.tuning.sweep_ranges(name).grid("lr", lr_points)``, values rounded to 4 significant digits so
-   that keys are stable and readable), crossed with a weight-decay grid when ``sweep_weight_decay`` is set and the
-   tuning ranges have a ``weight_decay`` range for that optimizer. Every trial trains to the end of the workload's
-   budget under the same warmup + cosine schedule (:func:`~precond.bench.trial.run_trial`), with seed ``tune_seed``.
+1. **Search.** For every optimizer of a :class:`Plan`, the bracketing learning-rate search of
+   :mod:`precond.bench.search` (``lr_points`` start points over its range in :mod:`precond.bench.tuning`,
+   extended while the best is at an end, ``lr_extend`` times at most per side, then ``lr_refine`` rounds that halve
+   the log-step; values rounded to 4 significant digits so that keys are stable and readable): the same rule for
+   every optimizer. ``lr_extend = lr_refine = 0`` is the fixed log grid. With ``sweep_weight_decay``, a
+   weight-decay pass follows at the best lr (``wd_points`` log-spaced values over the optimizer's
+   ``weight_decay`` range, where it has one). Every trial trains to the end of the workload's budget under the
+   same warmup + cosine schedule (:func:`~precond.bench.trial.run_trial`), with seed ``tune_seed``. With
+   ``budget_seconds``, every trial trains for that many seconds of training wall-clock instead, the schedule
+   running on the clock (equal-time mode).
 2. **Select.** The best setting is the ``"ok"`` trial with the lowest *final* validation loss (ties: smaller lr, then
    smaller weight decay); never an intermediate checkpoint, since rankings flip once the learning rate decays.
 3. **Seeds.** The best setting is rerun with ``seeds - 1`` further seeds (the smallest non-negative integers other
-   than ``tune_seed``).
+   than ``tune_seed``). The reruns are interleaved across optimizers (seed 1 of every optimizer, then seed 2, ...),
+   so that a slow drift of the machine's load hits every optimizer alike rather than the last one.
 4. **Compare** (:func:`summarize`, a pure function of the trial results):
 
    * ``target`` = the baseline's mean final validation loss over its seeds;
@@ -44,6 +50,7 @@ from typing import Any, Literal
 
 from precond.bench import trial as _trial
 from precond.bench.environment import RunConditions, timing_warnings
+from precond.bench.search import LRSearch, SearchTrace, bracket_search
 from precond.bench.store import Store
 from precond.bench.trial import CurvePoint, HParamValue, TrialResult, TrialSpec, WorkloadLike, run_trial
 from precond.bench.tuning import sweep_ranges
@@ -105,21 +112,27 @@ class Plan:
     Attributes:
         workload, preset: the workload (``precond.bench.workloads.get_workload(workload, preset)``).
         optimizers: registry names; the ``baseline`` is put first if it is not among them.
-        lr_points: learning rates per optimizer (log grid over its range in :mod:`precond.bench.tuning`).
-        sweep_weight_decay: also sweep ``wd_points`` weight decays (full grid with the learning rates) for
-            optimizers whose tuning ranges have a ``weight_decay`` range; the others keep their default.
+        lr_points: start points of the lr search (log grid over the range in :mod:`precond.bench.tuning`).
+        lr_extend: at most this many log-steps added beyond each end of the range while the best is at it.
+        lr_refine: refinement rounds around the best, each halving the log-step (:mod:`precond.bench.search`).
+        sweep_weight_decay: after the lr search, try ``wd_points`` weight decays at the best lr for optimizers
+            whose tuning ranges have a ``weight_decay`` range; the others keep their default.
         tune_seed: seed of the sweep.
         seeds: seeds of the winning setting, the tuning seed included.
         baseline: the optimizer that sets the target loss.
         alpha: two-sided level of the seed-based significance test (one of :data:`ALPHAS`).
         fixed_hparams: per optimizer, hyperparameters passed to every trial besides the swept ones
             (e.g. ``{"sgd": {"momentum": 0.0}}``); they are part of each trial's key.
+        budget_seconds: equal-time mode: every trial trains for this many seconds of training wall-clock
+            (validation excluded) instead of the workload's step budget; ``None``: equal steps.
     """
 
     workload: str
     optimizers: tuple[str, ...]
     preset: str = "quick"
-    lr_points: int = 4
+    lr_points: int = 3
+    lr_extend: int = 4
+    lr_refine: int = 2
     sweep_weight_decay: bool = False
     wd_points: int = 3
     tune_seed: int = 0
@@ -127,6 +140,7 @@ class Plan:
     baseline: str = "adamw"
     alpha: float = 0.01
     fixed_hparams: Mapping[str, Mapping[str, HParamValue]] = field(default_factory=dict, hash=False)
+    budget_seconds: float | None = None
 
     def __post_init__(self) -> None:
         given = (self.optimizers,) if isinstance(self.optimizers, str) else tuple(self.optimizers)
@@ -146,28 +160,82 @@ class Plan:
                 raise ValueError(f"Plan.{name} must be an integer >= 1, got {value!r}")
         if self.alpha not in _T_TABLE:
             raise ValueError(f"Plan.alpha must be one of {ALPHAS}, got {self.alpha!r}")
+        self.search  # noqa: B018 - ValueError now for a bad lr_extend / lr_refine
+        if self.budget_seconds is not None:
+            TrialSpec(self.workload, self.preset, "adamw", (), 0, self.budget_seconds)  # the same check as trials'
+            object.__setattr__(self, "budget_seconds", float(self.budget_seconds))
+
+    @property
+    def search(self) -> LRSearch:
+        """The lr search rule of this plan."""
+        return LRSearch(start_points=self.lr_points, max_extend=self.lr_extend, refine=self.lr_refine)
+
+    def describe_search(self) -> str:
+        """One sentence on the tuning this plan runs (printed by the CLI and the report)."""
+        text = self.search.describe()
+        if self.lr_extend == 0 and self.lr_refine == 0:
+            text = f"a fixed grid of {self.lr_points} log-spaced lrs over the tuning range"
+        if self.sweep_weight_decay:
+            text += f"; then {self.wd_points} weight decays at the best lr, where the optimizer has a range"
+        budget = f"{self.budget_seconds:g} s of training" if self.budget_seconds else "the workload's steps"
+        return f"{text}; every trial runs {budget}, seed {self.tune_seed}; best by final validation loss"
 
     def grid(self, optimizer: str) -> list[dict[str, HParamValue]]:
-        """The hyperparameter settings swept for ``optimizer``, in run order (lr ascending, then weight decay)."""
+        """The search's start points for ``optimizer`` (lr ascending), fixed hyperparameters included: the whole
+        sweep when ``lr_extend = lr_refine = 0`` and no weight-decay pass."""
         s = sweep_ranges(optimizer)
-        lrs = [_round(v) for v in s.grid("lr", self.lr_points)]
-        wds: list[float | None] = [None]
-        if self.sweep_weight_decay and "weight_decay" in s:
-            wds = [_round(v) for v in s.grid("weight_decay", self.wd_points)]
         fixed = dict(self.fixed_hparams.get(s.name, {}))
-        out: list[dict[str, HParamValue]] = []
-        for lr in lrs:
-            for wd in wds:
-                point: dict[str, HParamValue] = {**fixed, "lr": lr}
-                if wd is not None:
-                    point["weight_decay"] = wd
-                out.append(point)
-        return out
+        return [{**fixed, "lr": _round(v)} for v in s.grid("lr", self.lr_points)]
+
+    def spec_for(self, optimizer: str, hparams: Mapping[str, HParamValue], seed: int | None = None) -> TrialSpec:
+        """The trial of ``optimizer`` with ``hparams`` (on top of the plan's fixed ones) and ``seed`` (default the
+        tuning seed) under this plan's workload and budget."""
+        name = optimizer_spec(optimizer).name
+        point = {**self.fixed_hparams.get(name, {}), **hparams}
+        chosen = self.tune_seed if seed is None else seed
+        return TrialSpec.make(self.workload, self.preset, name, point, chosen, self.budget_seconds)
+
+    def sweep(
+        self, optimizer: str, lookup: Callable[[TrialSpec], TrialResult | None]
+    ) -> tuple[list[TrialSpec], list[TrialResult], SearchTrace]:
+        """Run the search of ``optimizer`` against ``lookup`` (which trains a trial, or finds it among results,
+        or answers ``None``: the search stops there). The specs asked for (in order, the missing one included),
+        the results found, and the lr search's trace."""
+        s = sweep_ranges(optimizer)
+        specs: list[TrialSpec] = []
+        found: list[TrialResult] = []
+
+        def ask(spec: TrialSpec) -> TrialResult | None:
+            specs.append(spec)
+            result = lookup(spec)
+            if result is not None:
+                found.append(result)
+            return result
+
+        def evaluate(lr: float) -> float | None:
+            result = ask(self.spec_for(s.name, {"lr": lr}))
+            if result is None:
+                return None
+            return result.final_val if result.ok and result.final_val is not None else math.inf
+
+        low, high = s.ranges["lr"]
+        trace = bracket_search(low, high, self.search, evaluate)
+        if trace.complete and trace.best is not None and self.sweep_weight_decay and "weight_decay" in s:
+            for wd in s.grid("weight_decay", self.wd_points):
+                if ask(self.spec_for(s.name, {"lr": trace.best, "weight_decay": _round(wd)})) is None:
+                    break
+        return specs, found, trace
 
     def sweep_specs(self, optimizer: str) -> list[TrialSpec]:
-        """The tuning trials of ``optimizer``."""
+        """The search's start trials of ``optimizer`` (the later ones depend on their results: :meth:`sweep`)."""
         name = optimizer_spec(optimizer).name
-        return [TrialSpec.make(self.workload, self.preset, name, hp, self.tune_seed) for hp in self.grid(name)]
+        return [self.spec_for(name, hp) for hp in self.grid(name)]
+
+    def expected_trials(self, optimizer: str) -> int:
+        """Trials of ``optimizer`` when its optimum lies inside the range (no extension): start + refinements
+        (+ the weight-decay pass) + seed reruns."""
+        wd = self.wd_points if self.sweep_weight_decay and "weight_decay" in sweep_ranges(optimizer) else 0
+        return self.lr_points + self.lr_refine + wd + self.seeds - 1
 
     def extra_seeds(self) -> tuple[int, ...]:
         """The seeds the winner is rerun with: the ``seeds - 1`` smallest non-negative ints other than
@@ -182,12 +250,13 @@ class Plan:
 
     def seed_specs(self, best: TrialSpec) -> list[TrialSpec]:
         """The reruns of the winning trial ``best`` with :meth:`extra_seeds`."""
-        return [TrialSpec(best.workload, best.preset, best.optimizer, best.hparams, s) for s in self.extra_seeds()]
+        return [best.with_seed(s) for s in self.extra_seeds()]
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if k != "fixed_hparams"}
         out["optimizers"] = list(self.optimizers)
         out["fixed_hparams"] = {k: dict(v) for k, v in self.fixed_hparams.items()}
+        out["search"] = self.describe_search()
         return out
 
 
@@ -222,10 +291,22 @@ def _std(values: Sequence[float]) -> float | None:
     return math.sqrt(math.fsum((v - m) ** 2 for v in values) / (len(values) - 1))
 
 
-def mean_curve(curves: Sequence[Sequence[CurvePoint]]) -> tuple[CurvePoint, ...]:
-    """Pointwise mean ``(step, val_loss, seconds)`` over ``curves``, at the steps every curve evaluated."""
+def mean_curve(curves: Sequence[Sequence[CurvePoint]], *, by_index: bool = False) -> tuple[CurvePoint, ...]:
+    """Pointwise mean ``(step, val_loss, seconds)`` over ``curves``, at the steps every curve evaluated; with
+    ``by_index`` (equal-time trials, evaluated at the same fractions of the budget but at different steps), the
+    mean of the ``i``-th points, step rounded, over the length of the shortest curve."""
     if not curves:
         return ()
+    if by_index:
+        length = min(len(c) for c in curves)
+        return tuple(
+            (
+                round(_mean([c[i][0] for c in curves])),
+                _mean([c[i][1] for c in curves]),
+                _mean([c[i][2] for c in curves]),
+            )
+            for i in range(length)
+        )
     common = set.intersection(*({p[0] for p in c} for c in curves))
     maps = [{p[0]: p for p in c} for c in curves]
     return tuple(
@@ -320,9 +401,12 @@ class OptimizerSummary:
     """Everything the report says about one optimizer (see the module docstring for the definitions).
 
     Seed statistics are over the ``"ok"`` trials of the best setting (``n`` of them); ``final_std`` is the sample
-    standard deviation (``None`` for one seed). Times are seconds, memory bytes; ``state_bytes`` and
-    ``model_bytes`` are those of the best setting's tuning trial. ``conditions`` are the run conditions (threads,
-    load) of those seed runs, whose wall-clock the time figures average (``None`` where not recorded).
+    standard deviation (``None`` for one seed); ``steps_run`` their mean number of steps (in equal-time mode, how
+    many steps the budget bought). ``lr_at_edge``: the searched best lr is still the smallest or largest tried
+    (the optimum may lie beyond); ``lr_extended``: log-steps the search added below and above the range. Times
+    are seconds, memory bytes; ``state_bytes`` and ``model_bytes`` are those of the best setting's tuning trial.
+    ``conditions`` are the run conditions (threads, load) of those seed runs, whose wall-clock the time figures
+    average (``None`` where not recorded).
     """
 
     optimizer: str
@@ -351,6 +435,9 @@ class OptimizerSummary:
     model_bytes: int | None = None
     comparison: Comparison | None = None
     conditions: tuple[RunConditions | None, ...] = ()
+    lr_at_edge: bool = False
+    lr_extended: tuple[int, int] = (0, 0)
+    steps_run: float | None = None
 
     @property
     def complete(self) -> bool:
@@ -407,8 +494,7 @@ def _summarize_one(
     plan: Plan, name: str, by_spec: Mapping[TrialSpec, TrialResult]
 ) -> tuple[OptimizerSummary, list[TrialResult]]:
     """The target-independent part of an optimizer's summary, and the ``"ok"`` runs of its best setting."""
-    sweep_specs = plan.sweep_specs(name)
-    found = [by_spec[s] for s in sweep_specs if s in by_spec]
+    sweep_specs, found, trace = plan.sweep(name, by_spec.get)
     sweep = tuple(
         SweepPoint(s.hparams_dict, by_spec[s].status, by_spec[s].final_val, by_spec[s].message)
         if s in by_spec
@@ -417,12 +503,16 @@ def _summarize_one(
     )
     best = select_best(found)
     planned = len(sweep_specs) + len(plan.extra_seeds())
+    if not trace.complete:  # the search stopped at a missing trial: it would have run at least the usual number
+        planned = max(planned, plan.expected_trials(name))
     base: dict[str, Any] = {
         "optimizer": name,
         "sweep": sweep,
         "diverged": sum(r.status == "diverged" for r in found),
         "errors": sum(r.status == "error" for r in found),
         "trials_planned": planned,
+        "lr_at_edge": trace.at_edge,
+        "lr_extended": trace.extended,
     }
     if best is None:
         verdict: Verdict = "failed" if found else "missing"
@@ -441,7 +531,8 @@ def _summarize_one(
         final_mean=_mean(finals),
         final_std=_std(finals),
         n=len(runs),
-        curve=mean_curve([r.curve for r in runs]),
+        curve=mean_curve([r.curve for r in runs], by_index=plan.budget_seconds is not None),
+        steps_run=_mean([float(r.steps_run) for r in runs]),
         train_seconds=_mean([r.train_seconds for r in runs]),
         step_seconds=_mean([r.step_seconds for r in runs]),
         state_bytes=best.state_bytes,
@@ -545,9 +636,13 @@ def run_plan(
         results.append(result)
         return result
 
+    winners = []
     for name in plan.optimizers:
-        best = select_best([obtain(s) for s in plan.sweep_specs(name)])
+        _, found, _ = plan.sweep(name, obtain)
+        best = select_best(found)
         if best is not None:
-            for s in plan.seed_specs(best.spec):
-                obtain(s)
+            winners.append(best.spec)
+    for seed in plan.extra_seeds():  # interleaved across optimizers (module docstring, step 3)
+        for spec in winners:
+            obtain(spec.with_seed(seed))
     return summarize(plan, results, version)

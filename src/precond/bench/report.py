@@ -120,27 +120,51 @@ def headline(summary: Summary) -> str:
             "inconclusive": "final losses not separable across seeds: inconclusive",
         }.get(o.verdict, o.verdict)
         lines.append(f"  {o.optimizer}: {reach}; final {o.final_mean:.4f} vs {summary.target:.4f}, {claim}.")
+    lines += search_lines(summary)
     lines += edge_warnings(summary)
     lines += [f"  warning: {w}." for w in summary.timing_warnings]
     return "\n".join(lines)
 
 
 def edge_warnings(summary: Summary) -> list[str]:
-    """A warning for every optimizer whose best learning rate is an end of its grid (the optimum may lie beyond)."""
+    """A warning for every optimizer whose searched best lr is still the smallest or largest one tried (the
+    search's extensions ran out: the optimum may lie beyond)."""
     out = []
     for o in summary.optimizers:
-        if o.best_hparams is None or summary.plan.lr_points < 3:
+        if o.best_hparams is None or not o.lr_at_edge or summary.plan.lr_points < 2:
             continue
-        lrs = sorted({float(p["lr"]) for p in summary.plan.grid(o.optimizer)})  # type: ignore[arg-type]
+        lrs = sorted({lr for p in o.sweep if isinstance(lr := p.hparams.get("lr"), float)})
         best = float(o.best_hparams["lr"])  # type: ignore[arg-type]
-        if best in (lrs[0], lrs[-1]):
-            side = "smallest" if best == lrs[0] else "largest"
-            out.append(
-                f"  warning: {o.optimizer}'s best lr {best:.3g} is the {side} of its grid "
-                f"({lrs[0]:.3g}…{lrs[-1]:.3g}); the tuned optimum may lie beyond it (more --lr-points or a wider "
-                "range in precond.bench.tuning)."
-            )
+        side = "smallest" if best == lrs[0] else "largest"
+        out.append(
+            f"  warning: {o.optimizer}'s best lr {best:.3g} is the {side} one the search tried "
+            f"({lrs[0]:.3g}…{lrs[-1]:.3g}); the tuned optimum may lie beyond it (a larger --lr-extend or a wider "
+            "range in precond.bench.tuning)."
+        )
     return out
+
+
+def search_lines(summary: Summary) -> list[str]:
+    """What tuning was run, and the budget every trial had: the report states both."""
+    plan = summary.plan
+    lines = [f"Search: {plan.describe_search()}."]
+    for o in summary.optimizers:
+        tried = [p for p in o.sweep if p.status != "missing"]
+        if not tried:
+            continue
+        lrs = sorted({lr for p in tried if isinstance(lr := p.hparams.get("lr"), float)})
+        below, above = o.lr_extended
+        ext = f", extended {below} below / {above} above the range" if below or above else ""
+        lines.append(f"  {o.optimizer}: {len(tried)} tuning trials, lr {lrs[0]:.3g}…{lrs[-1]:.3g}{ext}.")
+    if plan.budget_seconds is not None:
+        steps = ", ".join(f"{o.optimizer} {o.steps_run:.0f}" for o in summary.optimizers if o.steps_run is not None)
+        lines.append(
+            f"Budget: equal time, {plan.budget_seconds:g} s of training wall-clock per trial (validation excluded); "
+            f"mean steps done: {steps}."
+        )
+    else:
+        lines.append("Budget: equal steps (the workload's step budget for every trial).")
+    return lines
 
 
 def plot(summary: Summary, path: str | Path) -> Path:
@@ -173,7 +197,8 @@ def plot(summary: Summary, path: str | Path) -> Path:
             ax.set_ylim(low - 0.05 * (high - low), low + 0.6 * (high - low))
     by_step.legend(fontsize=8)
     plan = summary.plan
-    fig.suptitle(f"precond bench: {plan.workload}/{plan.preset}, tuned runs (mean over seeds)")
+    budget = f", {plan.budget_seconds:g} s per trial" if plan.budget_seconds is not None else ""
+    fig.suptitle(f"precond bench: {plan.workload}/{plan.preset}{budget}, tuned runs (mean over seeds)")
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

@@ -3,9 +3,10 @@
 Each trial is one row of the ``trials`` table, keyed by :meth:`TrialSpec.key(code_version)
 <precond.bench.trial.TrialSpec.key>` (workload, preset, optimizer, hyperparameters, seed and code version); the
 ``meta`` table holds ``schema_version`` and the ``runs`` table the plan of every ``precond bench`` run (so that
-``precond bench report`` can re-render the latest one). Files of schema version 1 are migrated to version 2 when
-opened, in one transaction (the run conditions of their trials are unknown, see :data:`_MIGRATE_1_TO_2`); a file
-of a newer version raises :class:`SchemaError`.
+``precond bench report`` can re-render the latest one). Files of schema version 1 or 2 are migrated to version 3
+when opened, in one transaction (the run conditions of version-1 trials are unknown, see :data:`_MIGRATE_1_TO_2`;
+version 3 adds ``budget_seconds``, NULL for the step-budget trials that were all there was before); a file of a
+newer version raises :class:`SchemaError`.
 
 Consistency: every :meth:`Store.put` is one ``INSERT OR REPLACE`` inside one transaction (``with connection:``), so
 a row is either fully written or not at all, also when Ctrl-C or a crash interrupts it; a trial interrupted while
@@ -35,7 +36,7 @@ __all__ = ["DEFAULT_PATH", "SCHEMA_VERSION", "RunRecord", "SchemaError", "Store"
 #: File name used when the CLI is given no ``--db``.
 DEFAULT_PATH = "precond-bench.sqlite"
 #: Version of the tables below; bump it (and migrate in :meth:`Store._check_schema`) when they change.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _TRIALS = """
 CREATE TABLE IF NOT EXISTS trials (
@@ -59,7 +60,8 @@ CREATE TABLE IF NOT EXISTS trials (
     threads           INTEGER,                         -- RunConditions; NULL for rows migrated from version 1
     cpu_count         INTEGER,
     load_start        REAL,                            -- 1-minute load average at the start, NULL if unknown
-    load_end          REAL                             -- ... and at the end of the trial
+    load_end          REAL,                            -- ... and at the end of the trial
+    budget_seconds    REAL                             -- equal-time trials: the wall-clock budget; NULL: steps
 );
 CREATE INDEX IF NOT EXISTS trials_by_run ON trials (workload, preset, optimizer, code_version);
 """
@@ -100,7 +102,12 @@ _MIGRATE_1_TO_2 = (
     "DROP INDEX IF EXISTS trials_by_run;\n"
     + _TRIALS
     + f"INSERT INTO trials ({_V1_KEPT}) SELECT {_V1_KEPT} FROM trials_v1 ORDER BY rowid;\n"
-    "DROP TABLE trials_v1;\n" + _RUNS + "UPDATE meta SET value = '2' WHERE key = 'schema_version';\n"
+    "DROP TABLE trials_v1;\n" + _RUNS + f"UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';\n"
+)
+#: Version 2 -> 3: the equal-time budget of a trial (NULL for every existing, step-budget, trial).
+_MIGRATE_2_TO_3 = (
+    "ALTER TABLE trials ADD COLUMN budget_seconds REAL;\n"
+    f"UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';\n"
 )
 
 _COLUMNS = (
@@ -125,6 +132,7 @@ _COLUMNS = (
     "cpu_count",
     "load_start",
     "load_end",
+    "budget_seconds",
 )
 
 
@@ -204,8 +212,8 @@ class Store:
             raise SchemaError(f"{self.path} is an SQLite database but not a precond bench store (tables: {tables})")
         row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         found = row[0] if row else None
-        if found == "1":
-            self._script(_MIGRATE_1_TO_2)
+        if found in ("1", "2"):
+            self._script(_MIGRATE_1_TO_2 if found == "1" else _MIGRATE_2_TO_3)
             found = str(SCHEMA_VERSION)
         if found != str(SCHEMA_VERSION):
             raise SchemaError(
@@ -270,6 +278,7 @@ class Store:
             result.message,
             _now(),
             *_conditions_row(result.conditions),
+            spec.budget_seconds,
         )
         placeholders = ", ".join("?" for _ in _COLUMNS)
         with self._conn:
@@ -296,7 +305,14 @@ class Store:
     @staticmethod
     def _result(row: sqlite3.Row | tuple[Any, ...]) -> TrialResult:
         r = dict(zip(_COLUMNS, row, strict=True))
-        spec = TrialSpec(r["workload"], r["preset"], r["optimizer"], _hparams_from_json(r["hparams"]), r["seed"])
+        spec = TrialSpec(
+            r["workload"],
+            r["preset"],
+            r["optimizer"],
+            _hparams_from_json(r["hparams"]),
+            r["seed"],
+            r["budget_seconds"],
+        )
         return TrialResult(
             spec=spec,
             status=r["status"],

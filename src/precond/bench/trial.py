@@ -29,14 +29,16 @@ import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from precond.bench import interface as _interface
 from precond.bench import versions as _versions
 from precond.bench.environment import RunConditions
 from precond.optim.registry import create
+from precond.optim.registry import spec as _optimizer_spec
 
 __all__ = [
     "CurvePoint",
@@ -51,6 +53,7 @@ __all__ = [
     "optimizer_state_bytes",
     "run_trial",
     "schedule_factor",
+    "time_schedule_factor",
 ]
 
 #: A hyperparameter value a trial may carry (tuples for e.g. ``betas``).
@@ -61,38 +64,10 @@ STATUSES: tuple[Status, ...] = ("ok", "diverged", "error")
 Progress = Callable[[int, int, float], None]
 
 
-class TaskLike(Protocol):
-    """What :func:`run_trial` needs from a built task (``precond.bench.workloads.Task`` has it)."""
-
-    @property
-    def model(self) -> nn.Module: ...
-
-    @property
-    def train_loss(self) -> Callable[[int], torch.Tensor]: ...
-
-    @property
-    def validate(self) -> Callable[[], float]: ...
-
-
-class WorkloadLike(Protocol):
-    """What :func:`run_trial` needs from a workload (``precond.bench.workloads.Workload`` has it)."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def preset(self) -> str: ...
-
-    @property
-    def steps(self) -> int: ...
-
-    @property
-    def warmup(self) -> int: ...
-
-    @property
-    def eval_every(self) -> int: ...
-
-    def build(self, seed: int) -> TaskLike: ...
+#: What :func:`run_trial` needs from a built task and from a workload: the user-facing interface
+#: (:mod:`precond.bench.interface`), which the built-in workloads implement too.
+TaskLike = _interface.TaskLike
+WorkloadLike = _interface.Workload
 
 
 def _freeze_value(name: str, value: Any) -> HParamValue:
@@ -120,6 +95,7 @@ class TrialSpec:
     optimizer: str
     hparams: tuple[tuple[str, HParamValue], ...]
     seed: int
+    budget_seconds: float | None = None
 
     def __post_init__(self) -> None:
         items = self.hparams.items() if isinstance(self.hparams, Mapping) else self.hparams
@@ -131,11 +107,28 @@ class TrialSpec:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise TypeError(f"seed must be an int, got {self.seed!r}")
         object.__setattr__(self, "optimizer", self.optimizer.lower())
+        if self.budget_seconds is not None:
+            budget = self.budget_seconds
+            if isinstance(budget, bool) or not isinstance(budget, int | float) or not (0 < budget < math.inf):
+                raise ValueError(f"budget_seconds must be a positive finite number of seconds, got {budget!r}")
+            object.__setattr__(self, "budget_seconds", float(budget))
 
     @classmethod
-    def make(cls, workload: str, preset: str, optimizer: str, hparams: Mapping[str, Any], seed: int) -> TrialSpec:
+    def make(
+        cls,
+        workload: str,
+        preset: str,
+        optimizer: str,
+        hparams: Mapping[str, Any],
+        seed: int,
+        budget_seconds: float | None = None,
+    ) -> TrialSpec:
         """A spec from a hyperparameter mapping."""
-        return cls(workload, preset, optimizer, tuple(hparams.items()), seed)
+        return cls(workload, preset, optimizer, tuple(hparams.items()), seed, budget_seconds)
+
+    def with_seed(self, seed: int) -> TrialSpec:
+        """The same trial with another seed."""
+        return TrialSpec(self.workload, self.preset, self.optimizer, self.hparams, seed, self.budget_seconds)
 
     @property
     def hparams_dict(self) -> dict[str, HParamValue]:
@@ -144,7 +137,7 @@ class TrialSpec:
 
     def canonical(self, code_version: str) -> str:
         """The canonical JSON text the key hashes: sorted keys, no whitespace, floats in shortest round-trip form."""
-        payload = {
+        payload: dict[str, Any] = {
             "workload": self.workload,
             "preset": self.preset,
             "optimizer": self.optimizer,
@@ -152,6 +145,8 @@ class TrialSpec:
             "seed": self.seed,
             "code_version": code_version,
         }
+        if self.budget_seconds is not None:  # absent for step-budget trials, so their keys never changed
+            payload["budget_seconds"] = self.budget_seconds
         return json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
     def key(self, code_version: str) -> str:
@@ -164,7 +159,8 @@ class TrialSpec:
     def label(self) -> str:
         """Short human-readable form, e.g. ``adamw lr=0.001 seed=0``."""
         hp = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.hparams)
-        return f"{self.optimizer} {hp} seed={self.seed}".replace("  ", " ")
+        budget = "" if self.budget_seconds is None else f" budget={self.budget_seconds:g}s"
+        return f"{self.optimizer} {hp} seed={self.seed}{budget}".replace("  ", " ")
 
 
 #: One point of a validation curve: ``(step, validation loss, training seconds up to that step)``.
@@ -322,6 +318,39 @@ def _describe(exc: BaseException) -> str:
     return text
 
 
+def time_schedule_factor(elapsed: float, budget: float, warmup_fraction: float, warmup_steps: int) -> float:
+    """Learning-rate multiplier of an equal-time trial, for an update that starts ``elapsed`` training seconds into
+    a ``budget``: :func:`schedule_factor` with progress measured in time instead of steps. Linear warmup over the
+    first ``warmup_fraction`` of the budget (at least ``1 / warmup_steps``, so the first update is not zero, as in
+    step mode), then the cosine decay that reaches 0 at ``elapsed == budget``."""
+    u = min(1.0, max(0.0, elapsed / budget))
+    if u < warmup_fraction:
+        return max(u / warmup_fraction, 1.0 / max(1, warmup_steps))
+    span = 1.0 - warmup_fraction
+    if span <= 0:
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * (u - warmup_fraction) / span))
+
+
+def _params_for(optimizer: str, task: Any) -> Any:
+    """What the optimizer is built over: the model, or, for an optimizer that routes parameters by name (Muon)
+    and a task with ``adamw_params`` hints, two named groups, the hinted parameters with ``use_muon=False``."""
+    model: nn.Module = task.model
+    hints = tuple(getattr(task, "adamw_params", ()) or ())
+    if not hints or not _optimizer_spec(optimizer).named_params:
+        return model
+    named = list(model.named_parameters())
+    unknown = sorted(set(hints) - {n for n, _ in named})
+    if unknown:
+        raise ValueError(
+            f"adamw_params names {unknown} are not parameters of the model; use names from model.named_parameters()"
+        )
+    hinted = set(hints)
+    groups: list[dict[str, Any]] = [{"params": [(n, p) for n, p in named if n not in hinted]}]
+    groups.append({"params": [(n, p) for n, p in named if n in hinted], "use_muon": False})
+    return [g for g in groups if g["params"]]
+
+
 def run_trial(
     workload: WorkloadLike,
     spec: TrialSpec,
@@ -331,7 +360,8 @@ def run_trial(
 ) -> TrialResult:
     """Train ``spec`` on ``workload`` under the shared protocol (module docstring) and return its result.
 
-    ``progress(step_done, total_steps, train_loss)`` is called after every step. Exceptions other than
+    ``progress(step_done, total_steps, train_loss)`` is called after every step (in an equal-time trial,
+    ``total_steps`` is the workload's step budget, or the steps done if more). Exceptions other than
     ``KeyboardInterrupt``/``SystemExit`` become a result with status ``"error"``. The global CPU RNG is seeded with
     ``spec.seed`` inside :func:`torch.random.fork_rng`, so the caller's RNG state is left as it was.
     """
@@ -346,6 +376,10 @@ def run_trial(
 
 def _train(workload: WorkloadLike, spec: TrialSpec, progress: Progress | None, divergence_factor: float) -> TrialResult:
     steps, warmup, eval_every = workload.steps, workload.warmup, max(1, workload.eval_every)
+    budget = spec.budget_seconds
+    # equal-time mode: as many validations as in step mode, at evenly spaced fractions of the budget
+    marks = max(1, steps // eval_every)
+    next_mark = 1
     curve: list[CurvePoint] = []
     state = {"steps_run": 0, "train_seconds": 0.0, "step_seconds": 0.0}
     optimizer: torch.optim.Optimizer | None = None
@@ -369,18 +403,26 @@ def _train(workload: WorkloadLike, spec: TrialSpec, progress: Progress | None, d
         )
 
     try:
-        task = workload.build(spec.seed)
+        task = _interface.check_task(workload.build(spec.seed), f"{workload.name}.build({spec.seed})")
         model = task.model
-        optimizer = create(spec.optimizer, model, **spec.hparams_dict)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: schedule_factor(s, warmup, steps))
+        optimizer = create(spec.optimizer, _params_for(spec.optimizer, task), **spec.hparams_dict)
+        scheduler = None
+        base_lrs = [float(g["lr"]) for g in optimizer.param_groups]
+        if budget is None:
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: schedule_factor(s, warmup, steps))
 
         val = float(task.validate())
         if not math.isfinite(val):
             return finish("diverged", None, f"non-finite validation loss {val} at step 0")
         curve.append((0, val, 0.0))
         initial: float | None = None
-        for step in range(steps):
+        step = 0
+        while step < steps if budget is None else state["train_seconds"] < budget:
             start = time.perf_counter()
+            if budget is not None:  # the schedule runs on the training clock, read before the update
+                factor = time_schedule_factor(state["train_seconds"], budget, warmup / steps, warmup)
+                for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                    group["lr"] = base * factor
             optimizer.zero_grad(set_to_none=True)
             loss = task.train_loss(step)
             value = float(loss.detach())
@@ -399,17 +441,25 @@ def _train(workload: WorkloadLike, spec: TrialSpec, progress: Progress | None, d
             before_step = time.perf_counter()
             optimizer.step()
             after_step = time.perf_counter()
-            scheduler.step()
+            if scheduler is not None:
+                scheduler.step()
             state["train_seconds"] += time.perf_counter() - start
             state["step_seconds"] += after_step - before_step
             state["steps_run"] = done = step + 1
+            step = done
             if progress is not None:
-                progress(done, steps, value)
-            if done % eval_every == 0 or done == steps:
+                progress(done, max(steps, done), value)
+            if budget is None:
+                due = 1 if done % eval_every == 0 or done == steps else 0
+            else:  # one point per mark passed (several if one step passed several), so curves align by index
+                passed = min(marks, math.floor(state["train_seconds"] / budget * marks + 1e-12))
+                due = max(0, passed - next_mark + 1)
+                next_mark += due
+            if due:
                 val = float(task.validate())
                 if not math.isfinite(val):
                     return finish("diverged", None, f"non-finite validation loss {val} after step {done}")
-                curve.append((done, val, state["train_seconds"]))
+                curve.extend([(done, val, state["train_seconds"])] * due)
         return finish("ok", curve[-1][1])
     except Exception as exc:  # the sweep goes on; KeyboardInterrupt and SystemExit are not Exceptions
         return finish("error", None, _describe(exc))

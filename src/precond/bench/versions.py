@@ -27,7 +27,7 @@ __all__ = ["AREAS", "COMPLETION", "OPTIMIZER", "OT", "REGISTRATION", "SOLVERS", 
 
 OPTIMIZER = SourceSet(
     "optimizer",
-    ("optim/**/*.py", "linalg/**/*.py", "bench/_text.py", "bench/trial.py", "bench/workloads.py"),
+    ("optim/**/*.py", "linalg/**/*.py", "bench/_text.py", "bench/trial.py", "bench/workloads.py", "bench/interface.py"),
 )
 OT = SourceSet(
     "ot",
@@ -77,6 +77,8 @@ UNHASHED = (
     "bench/store.py",
     "bench/protocol.py",
     "bench/tuning.py",
+    "bench/search.py",
+    "bench/compare.py",
     "bench/report.py",
     "bench/ot/__init__.py",
     "bench/ot/output.py",

@@ -3,7 +3,8 @@
 Each workload comes in four presets: ``tiny`` (tests, well under a second per trial), ``quick`` (the default
 comparison, about ten seconds per trial on two CPU cores), ``small`` and ``medium`` (real machines).
 
-:func:`get_workload` returns a :class:`Workload`; ``Workload.build(seed)`` returns a :class:`Task` holding a freshly
+:func:`get_workload` returns a :class:`BuiltinWorkload`, one implementation of the interface users implement too
+(:class:`precond.bench.interface.Workload`); ``build(seed)`` returns a :class:`Task` holding a freshly
 initialised model, ``train_loss(step)`` (the loss of that step's batch, with grad) and ``validate()`` (the mean loss
 on a fixed held-out set). Everything is a deterministic function of the seed:
 
@@ -48,10 +49,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from precond.bench._text import shakespeare
+from precond.bench.interface import Task, Workload
 
 __all__ = [
     "PRESETS",
     "WORKLOADS",
+    "BuiltinWorkload",
     "CNNConfig",
     "LMConfig",
     "LeastSquaresProblem",
@@ -69,15 +72,6 @@ PRESETS: tuple[str, ...] = ("tiny", "quick", "small", "medium")
 _DATA_SEED = 0
 
 
-@dataclass(frozen=True)
-class Task:
-    """One trial's model and losses; see the module docstring for the determinism guarantees."""
-
-    model: nn.Module
-    train_loss: Callable[[int], torch.Tensor]
-    validate: Callable[[], float]
-
-
 class _Config(Protocol):
     def build(self, seed: int) -> Task: ...
 
@@ -85,8 +79,9 @@ class _Config(Protocol):
 
 
 @dataclass(frozen=True)
-class Workload:
-    """A workload at one preset: what to train, for how long, and how it is scheduled and evaluated.
+class BuiltinWorkload:
+    """A built-in workload at one preset (a :class:`~precond.bench.interface.Workload`): what to train, for how
+    long, and how it is scheduled and evaluated.
 
     ``config`` holds the preset's sizes (an :class:`LMConfig`, :class:`MLPConfig`, :class:`CNNConfig` or
     :class:`QuadraticConfig`); :meth:`build` delegates to it.
@@ -547,11 +542,11 @@ _QUADRATIC: dict[str, tuple[QuadraticConfig, _Schedule]] = {
 }
 
 
-def _lm_workload(preset: str) -> Workload:
+def _lm_workload(preset: str) -> BuiltinWorkload:
     config, schedule = _LM[preset]
     corpus = shakespeare()
     layers = f"{config.n_layer} layer" + ("s" if config.n_layer > 1 else "")
-    return Workload(
+    return BuiltinWorkload(
         name="lm",
         preset=preset,
         **schedule._asdict(),
@@ -569,10 +564,10 @@ def _lm_workload(preset: str) -> Workload:
     )
 
 
-def _mlp_workload(preset: str) -> Workload:
+def _mlp_workload(preset: str) -> BuiltinWorkload:
     config, schedule = _MLP[preset]
     hidden = "-".join([str(config.width)] * config.depth)
-    return Workload(
+    return BuiltinWorkload(
         name="mlp",
         preset=preset,
         **schedule._asdict(),
@@ -586,9 +581,9 @@ def _mlp_workload(preset: str) -> Workload:
     )
 
 
-def _cnn_workload(preset: str) -> Workload:
+def _cnn_workload(preset: str) -> BuiltinWorkload:
     config, schedule = _CNN[preset]
-    return Workload(
+    return BuiltinWorkload(
         name="cnn",
         preset=preset,
         **schedule._asdict(),
@@ -605,9 +600,9 @@ def _cnn_workload(preset: str) -> Workload:
     )
 
 
-def _quadratic_workload(preset: str) -> Workload:
+def _quadratic_workload(preset: str) -> BuiltinWorkload:
     config, schedule = _QUADRATIC[preset]
-    return Workload(
+    return BuiltinWorkload(
         name="quadratic",
         preset=preset,
         **schedule._asdict(),
@@ -621,7 +616,7 @@ def _quadratic_workload(preset: str) -> Workload:
     )
 
 
-_FACTORIES: dict[str, Callable[[str], Workload]] = {
+_FACTORIES: dict[str, Callable[[str], BuiltinWorkload]] = {
     "lm": _lm_workload,
     "mlp": _mlp_workload,
     "cnn": _cnn_workload,
@@ -629,7 +624,7 @@ _FACTORIES: dict[str, Callable[[str], Workload]] = {
 }
 
 
-def get_workload(name: str, preset: str = "quick") -> Workload:
+def get_workload(name: str, preset: str = "quick") -> BuiltinWorkload:
     """The workload ``name`` (one of :data:`WORKLOADS`) at ``preset`` (one of :data:`PRESETS`)."""
     if name not in WORKLOADS:
         raise ValueError(f"unknown workload name={name!r}; choose one of {', '.join(WORKLOADS)}")
