@@ -1,6 +1,7 @@
 """The contract every optimizer of ``precond.optim`` meets, checked through the registry (``create``).
 
-Ours (``lion``, ``soap``, ``shampoo``, ``muon``, ``mfac``) get everything: state_dict round trip (fp32 and bf16),
+Ours (``lion``, ``soap``, ``shampoo``, ``muon``, ``mfac``, ``conda``, ``dct_adamw``, ``trion``, ``adamp``,
+``sgdp``, ``fismo``, ``auon``) get everything: state_dict round trip (fp32 and bf16),
 param groups, the non-finite policy, argument errors, bf16 training and a convergence race against SGD on an
 ill-conditioned least-squares problem.  torch's baselines (``adamw``, ``adafactor``, ``sgd``) get what applies
 to them: build, step and the state_dict round trip.
@@ -21,7 +22,7 @@ from precond.bench.tuning import sweep_ranges
 from precond.optim import REGISTRY, create
 from tests.problems import ScaledLeastSquares, batches, mlp, state_tensors
 
-OURS = ["lion", "soap", "shampoo", "muon", "mfac"]
+OURS = ["lion", "soap", "shampoo", "muon", "mfac", "conda", "dct_adamw", "trion", "adamp", "sgdp", "fismo", "auon"]
 BASELINES = ["adamw", "adafactor", "sgd"]
 
 #: One optimizer-specific bad value each (besides a negative lr), with the argument the error must name.
@@ -31,6 +32,13 @@ BAD_ARGUMENT = {
     "shampoo": ("precondition_frequency", 0),
     "muon": ("ns_steps", 0),
     "mfac": ("num_grads", 0),
+    "conda": ("update_proj_gap", 0),
+    "dct_adamw": ("rank", 0),
+    "trion": ("rank", 1.5),
+    "adamp": ("wd_ratio", -1.0),
+    "sgdp": ("delta", -0.1),
+    "fismo": ("gamma", 1.5),
+    "auon": ("scale", "spectral"),
 }
 
 

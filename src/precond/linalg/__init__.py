@@ -2,6 +2,7 @@
 segmented (per-row) ridge operators with batched PCG and sketch preconditioners."""
 
 from precond.linalg._cg import CGInfo, pcg
+from precond.linalg._dct import dct_basis, dct_rows
 from precond.linalg._eigen import EIGH_REL_JITTER, eigh_robust, refresh_eigenbasis
 from precond.linalg._kron import contract_all_but, project, project_back
 from precond.linalg._layout import BlockLayout, merge_greedy, plan_layout
@@ -28,6 +29,8 @@ __all__ = [
     "SlidingWindow",
     "contract_all_but",
     "damped_cholesky",
+    "dct_basis",
+    "dct_rows",
     "eigh_robust",
     "inverse_root",
     "merge_greedy",
