@@ -53,7 +53,8 @@ def _decayed(param: torch.Tensor, rate: float, wd_ratio: float, hit: torch.Tenso
     """``p ← p·(1 − rate·ratio)`` with ``ratio = wd_ratio`` on scale-invariant weights, ``1`` otherwise."""
     if rate == 0:
         return
-    factor = torch.where(hit, 1.0 - rate * wd_ratio, 1.0 - rate).to(param.dtype)
+    invariant = torch.full((), 1.0 - rate * wd_ratio, dtype=param.dtype, device=param.device)
+    factor = torch.where(hit, invariant, 1.0 - rate)  # in the parameter's dtype (float64 keeps the full constant)
     param.mul_(masked(factor, keep, 1.0))
 
 
