@@ -168,9 +168,10 @@ def test_low_rank_trion_matches_a_float64_transcription(shape: tuple[int, int]) 
         s = buf @ q if right else q.T @ buf
         idx = sorted(torch.topk(s.abs().sum(0 if right else 1), 2).indices.tolist())
         a = s[:, idx] if right else s[idx, :]
-        back = (lambda x: x @ q[:, idx].T) if right else (lambda x: q[:, idx] @ x)  # noqa: E731
-        buf = buf - 0.05 * back(a)
-        w = w * (1 - 0.02 * 0.1) - 0.02 * math.sqrt(max(1, rows / cols)) * back(newton_schulz(a[None])[0])
+        q_r = q[:, idx]
+        buf = buf - 0.05 * (a @ q_r.T if right else q_r @ a)
+        o = newton_schulz(a[None])[0]
+        w = w * (1 - 0.02 * 0.1) - 0.02 * math.sqrt(max(1, rows / cols)) * (o @ q_r.T if right else q_r @ o)
     torch.testing.assert_close(got, w, rtol=1e-9, atol=1e-11)
 
 

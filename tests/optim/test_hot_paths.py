@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from precond.optim import Shampoo
-from precond.optim import _shampoo_math, shampoo
+from precond.optim import Shampoo, _shampoo_math, shampoo
 from precond.optim.lion import lion_step_
 from tests.optim.reference_hot_paths import lion_step_before_, shampoo_block_step_before_
 from tests.problems import batches, mlp, train

@@ -36,7 +36,8 @@ def dct_rows(x: torch.Tensor) -> torch.Tensor:
     r"""``x @ dct_basis(n)`` (orthonormal DCT-II along the last dim, length ``n``) by one FFT: Makhoul's
     reordering (J. Makhoul 1980, "A fast cosine transform in one and two dimensions", IEEE TASSP 28(1), eq. 20)
 
-    .. math:: v = (x_0, x_2, x_4, \dots, x_5, x_3, x_1), \qquad X_k = \mathrm{Re}\big(e^{-i\pi k/(2n)}\,\mathrm{FFT}(v)_k\big),
+    .. math:: v = (x_0, x_2, x_4, \dots, x_5, x_3, x_1), \qquad
+              X_k = \mathrm{Re}\big(e^{-i\pi k/(2n)}\,\mathrm{FFT}(v)_k\big),
 
     then the orthonormal scaling ``sqrt(2/n)`` (``k = 0``: ``sqrt(1/n)``).  ``O(n log n)`` per row instead of
     ``O(n²)``; equal to the matrix product up to rounding.  Float32/float64 inputs.

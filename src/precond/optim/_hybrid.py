@@ -195,7 +195,7 @@ class HybridOptimizer(PrecondOptimizer):
                     [s["exp_avg_sq"] for s in states],
                     [s["step"] for s in states],
                     lr=lr,
-                    betas=betas,  # type: ignore[arg-type]
+                    betas=betas,
                     eps=eps,
                     weight_decay=wd,
                     keep=ok,

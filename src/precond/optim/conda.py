@@ -194,7 +194,7 @@ class Conda(HybridOptimizer):
         check_bool(group, "rotate_moment", where)
 
     def _adam_settings(self, group: dict[str, Any]) -> tuple[float, tuple[float, float], float, float]:
-        return group["lr"], tuple(group["betas"]), group["eps"], group["weight_decay"]  # type: ignore[return-value]
+        return group["lr"], tuple(group["betas"]), group["eps"], group["weight_decay"]
 
     def _init_matrix_state(self, p: torch.Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
         rows, cols = matrix_shape(p)
@@ -223,7 +223,7 @@ class Conda(HybridOptimizer):
                 [s["basis"] for s in states],
                 [s["step"] for s in states],
                 lr=group["lr"],
-                betas=tuple(group["betas"]),  # type: ignore[arg-type]
+                betas=tuple(group["betas"]),
                 eps=group["eps"],
                 weight_decay=group["weight_decay"],
                 scale=group["scale"],

@@ -33,9 +33,9 @@ from precond.optim._common import (
 from precond.optim._hybrid import (
     HybridOptimizer,
     adam_hyperparameters,
-    check_ns,
     apply_matrix_update_,
     bucket_by_shape,
+    check_ns,
     matrix_shape,
     stack_as,
     write_back_,
@@ -258,7 +258,7 @@ class DCTAdamW(HybridOptimizer):
         check_choice(group, "similarity", where, SIMILARITIES)
 
     def _adam_settings(self, group: dict[str, Any]) -> tuple[float, tuple[float, float], float, float]:
-        return group["lr"], tuple(group["betas"]), group["eps"], group["weight_decay"]  # type: ignore[return-value]
+        return group["lr"], tuple(group["betas"]), group["eps"], group["weight_decay"]
 
     def _init_matrix_state(self, p: torch.Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
         rows, cols, right = _sizes(p)
@@ -289,7 +289,7 @@ class DCTAdamW(HybridOptimizer):
                 errors,
                 rank=states[0]["indices"].numel(),
                 lr=group["lr"],
-                betas=tuple(group["betas"]),  # type: ignore[arg-type]
+                betas=tuple(group["betas"]),
                 eps=group["eps"],
                 weight_decay=group["weight_decay"],
                 select=select,
@@ -430,7 +430,7 @@ class Trion(HybridOptimizer):
                 momentum=group["momentum"],
                 weight_decay=group["weight_decay"],
                 ns_steps=group["ns_steps"],
-                ns_coefficients=tuple(group["ns_coefficients"]),  # type: ignore[arg-type]
+                ns_coefficients=tuple(group["ns_coefficients"]),
                 eps=group["eps"],
                 scale=group["scale"],
                 similarity=group["similarity"],

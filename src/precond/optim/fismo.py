@@ -235,7 +235,7 @@ class FISMO(HybridOptimizer):
                 root_eps=group["root_eps"],
                 refresh=refresh,
                 ns_steps=group["ns_steps"],
-                ns_coefficients=tuple(group["ns_coefficients"]),  # type: ignore[arg-type]
+                ns_coefficients=tuple(group["ns_coefficients"]),
                 eps=group["eps"],
                 scale=group["scale"],
                 keep=keep,

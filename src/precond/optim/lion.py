@@ -42,8 +42,8 @@ def lion_step_(
 
     ``ok`` (0-d bool, from :func:`precond.optim._common.nonfinite_flag`) turns the call into a no-op when false,
     without a host sync: the gradient is replaced by ``-0.0`` (the one masked pass over the gradients), the
-    momentum's interpolation weight and the step size become 0 and the weight decay 1.  Parameters and momenta are then bitwise unchanged (an
-    exactly-zero parameter entry may flip the sign of its zero).
+    momentum's interpolation weight and the step size become 0 and the weight decay 1.  Parameters and momenta
+    are then bitwise unchanged (an exactly-zero entry may flip the sign of its zero).
     """
     if not params:
         return
@@ -62,7 +62,8 @@ def lion_step_(
     if ok is None:
         torch._foreach_add_(work, u, alpha=-lr)
     else:
-        torch._foreach_addcmul_(work, u, [masked(-lr, ok, 0.0, dtype)] * len(u))
+        step = torch.where(ok, torch.full((), -lr, dtype=dtype, device=ok.device), 0.0)
+        torch._foreach_addcmul_(work, u, [step] * len(u))
     for p, w in zip(params, work, strict=True):
         if w is not p:
             p.copy_(w)
