@@ -20,7 +20,23 @@ NAMES = sorted(REGISTRY)
 
 def test_available_lists_the_registry_sorted() -> None:
     assert available() == NAMES
-    assert set(NAMES) == {"adamw", "adafactor", "sgd", "lion", "soap", "shampoo", "muon", "mfac"}
+    assert set(NAMES) == {
+        "adamw",
+        "adafactor",
+        "sgd",
+        "lion",
+        "soap",
+        "shampoo",
+        "muon",
+        "mfac",
+        "conda",
+        "dct_adamw",
+        "trion",
+        "adamp",
+        "sgdp",
+        "fismo",
+        "auon",
+    }
 
 
 @pytest.mark.parametrize("name", NAMES)

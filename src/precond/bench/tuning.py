@@ -16,6 +16,13 @@ soap      1e-3…1e-1                              1e-3…1e-1
 shampoo   1e-4…1e-2                              1e-3…1e-1
 muon      3e-4…3e-2 (``match_adamw`` scaling)    1e-3…1e-1
 mfac      1e-4…1e-2                              --
+conda     1e-4…1e-2                              1e-3…1e-1
+dct_adamw 1e-4…1e-2                              1e-3…1e-1
+trion     3e-4…3e-2 (``match_adamw`` scaling)    1e-3…1e-1
+adamp     1e-4…1e-2                              1e-3…1e-1
+sgdp      1e-3…1e-1                              --
+fismo     3e-4…3e-2 (``match_adamw`` scaling)    1e-3…1e-1
+auon      3e-4…3e-2 (``match_adamw`` scaling)    1e-3…1e-1
 ========  =====================================  ===========================
 """
 
@@ -125,6 +132,54 @@ _RANGES = (
         "mfac",
         {
             "lr": (1e-4, 1e-2),  # u = F̂⁻¹g scales like m/|g|, not like g: a decade around the class's 1e-3
+        },
+    ),
+    SweepRanges(
+        "conda",
+        {
+            "lr": (1e-4, 1e-2),  # Adam-sized steps (a rotated Adam, scale 1): AdamW's range
+            "weight_decay": (1e-3, 1e-1),  # decoupled decay as in AdamW
+        },
+    ),
+    SweepRanges(
+        "dct_adamw",
+        {
+            "lr": (1e-4, 1e-2),  # AdamW in a low-rank DCT subspace: AdamW's range
+            "weight_decay": (1e-3, 1e-1),  # decoupled decay as in AdamW
+        },
+    ),
+    SweepRanges(
+        "trion",
+        {
+            "lr": (3e-4, 3e-2),  # match_adamw-scaled orthonormal updates: Muon's range
+            "weight_decay": (1e-3, 1e-1),  # decoupled decay as in AdamW
+        },
+    ),
+    SweepRanges(
+        "adamp",
+        {
+            "lr": (1e-4, 1e-2),  # Adam with a projection: AdamW's range
+            "weight_decay": (1e-3, 1e-1),  # decoupled decay as in AdamW
+        },
+    ),
+    SweepRanges(
+        "sgdp",
+        {
+            "lr": (1e-3, 1e-1),  # momentum SGD with a projection: SGD's range
+        },
+    ),
+    SweepRanges(
+        "fismo",
+        {
+            "lr": (3e-4, 3e-2),  # match_adamw-scaled Muon in whitened coordinates: Muon's range
+            "weight_decay": (1e-3, 1e-1),  # decoupled decay as in AdamW
+        },
+    ),
+    SweepRanges(
+        "auon",
+        {
+            "lr": (3e-4, 3e-2),  # match_adamw-scaled normalized momentum: Muon's range
+            "weight_decay": (1e-3, 1e-1),  # decoupled decay as in AdamW
         },
     ),
 )

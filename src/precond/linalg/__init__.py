@@ -5,6 +5,7 @@ relaxation (Learning to Relax), sketch-preconditioned least squares."""
 from typing import TYPE_CHECKING, Any
 
 from precond.linalg._cg import CGInfo, pcg
+from precond.linalg._dct import dct_basis, dct_rows
 from precond.linalg._eigen import EIGH_REL_JITTER, eigh_robust, refresh_eigenbasis
 from precond.linalg._kron import contract_all_but, project, project_back
 from precond.linalg._layout import BlockLayout, merge_greedy, plan_layout
@@ -105,6 +106,8 @@ __all__ = [
     "block_sign_sketch",
     "contract_all_but",
     "damped_cholesky",
+    "dct_basis",
+    "dct_rows",
     "eigh_robust",
     "gather_padded",
     "inverse_root",

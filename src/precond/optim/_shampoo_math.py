@@ -94,14 +94,17 @@ def shampoo_block_step_(
         else:
             graft = exp_avg
 
+    # One scaling pass: the step size and the graft ratio are folded into one factor per block.
+    factor = masked(-lr / bc1, keep, 0.0)
     if precondition:
         direction = project(exp_avg, roots)
         if grafting != "none":
-            ratio = _block_norm(graft) / _block_norm(direction).clamp_min(_TINY)
-            direction = direction * ratio.view(bshape)
+            factor = factor * (_block_norm(graft) / _block_norm(direction).clamp_min(_TINY))
     else:
         direction = graft
-    return direction * masked(-lr / bc1, keep, 0.0).view(bshape)
+    if direction is exp_avg:  # state (sgd/none grafting, or no factored dim): do not scale it in place
+        return direction * factor.view(bshape)
+    return direction.mul_(factor.view(bshape))
 
 
 def _block_norm(x: torch.Tensor) -> torch.Tensor:

@@ -34,37 +34,45 @@ def lion_step_(
     """One Lion step over lists of tensors, in place on ``params`` and ``exp_avgs``.
 
     ``exp_avgs`` share one floating dtype (the state dtype, float32 for bf16/fp16 parameters); the gradient is
-    cast to it, the update is computed in it and the parameter is rounded once.  ``sign(0) = 0``: a coordinate
+    cast to it, the update is computed in it and the parameter is rounded once.  Both interpolations are fused
+    ``torch._foreach_lerp`` passes (``m + w·(g − m)``, the same math as ``β·m + (1 − β)·g`` with different
+    rounding; pytorch_optimizer's Lion forms them the same way).  ``sign(0) = 0``: a coordinate
     whose interpolation ``β1·m + (1 − β1)·g`` is exactly zero (e.g. a parameter that has never had a non-zero
     gradient) is not moved, apart from weight decay.
 
     ``ok`` (0-d bool, from :func:`precond.optim._common.nonfinite_flag`) turns the call into a no-op when false,
-    without a host sync: the gradient is replaced by ``-0.0`` (the exact additive identity), the momentum decay
-    becomes 1 and the step size and weight decay 0.  Parameters and momenta are then bitwise unchanged (an
-    exactly-zero parameter entry may flip the sign of its zero).
+    without a host sync: the gradient is replaced by ``-0.0`` (the one masked pass over the gradients), the
+    momentum's interpolation weight and the step size become 0 and the weight decay 1.  Parameters and momenta
+    are then bitwise unchanged (an exactly-zero entry may flip the sign of its zero).
     """
     if not params:
         return
     dtype = exp_avgs[0].dtype
     g = [x.to(dtype) for x in grads]  # no copy when the gradient already has the state dtype
     if ok is not None:
-        g = [torch.where(ok, x, -0.0) for x in g]
-    # u = sign(β1·m + (1 − β1)·g)
-    u = torch._foreach_mul(exp_avgs, beta1)
-    torch._foreach_add_(u, g, alpha=1.0 - beta1)
-    torch._foreach_sign_(u)
-    # p ← p·(1 − lr·λ) − lr·u, in the state dtype, rounded once into the parameter
+        g = [torch.where(ok, x, -0.0) for x in g]  # the one masked pass; the rest is masked by its constants
     work = [p if p.dtype == dtype else p.to(dtype) for p in params]
+    # p ← p·(1 − lr·λ), in the state dtype
     if weight_decay != 0:
         torch._foreach_mul_(work, masked(1.0 - lr * weight_decay, ok, 1.0, dtype))
-    torch._foreach_mul_(u, masked(-lr, ok, 0.0, dtype))
-    torch._foreach_add_(work, u)
+    # u = sign(β1·m + (1 − β1)·g) = sign(lerp(m, g, 1 − β1)): one fused pass and the sign
+    u = torch._foreach_lerp(exp_avgs, g, 1.0 - beta1)
+    torch._foreach_sign_(u)
+    # p ← p − lr·u (u ∈ {−1, 0, 1}, so lr·u is exact), rounded once into the parameter
+    if ok is None:
+        torch._foreach_add_(work, u, alpha=-lr)
+    else:
+        step = torch.where(ok, torch.full((), -lr, dtype=dtype, device=ok.device), 0.0)
+        torch._foreach_addcmul_(work, u, [step] * len(u))
     for p, w in zip(params, work, strict=True):
         if w is not p:
             p.copy_(w)
-    # m ← β2·m + (1 − β2)·g
-    torch._foreach_mul_(exp_avgs, masked(beta2, ok, 1.0, dtype))
-    torch._foreach_add_(exp_avgs, g, alpha=1.0 - beta2)
+    # m ← β2·m + (1 − β2)·g = lerp(m, g, 1 − β2)
+    weight = masked(1.0 - beta2, ok, 0.0, dtype)
+    if isinstance(weight, torch.Tensor):
+        torch._foreach_lerp_(exp_avgs, g, [weight] * len(g))
+    else:
+        torch._foreach_lerp_(exp_avgs, g, weight)
 
 
 class Lion(PrecondOptimizer):
