@@ -9,6 +9,10 @@ for :data:`ITERATIONS` alternating iterations, then reports its test RMSE.
   its history (the time includes the spectral initialization and the per-iteration test RMSE).
 * ``cmfrec als-cg``: ``cmfrec.CMF(method="als", use_cg=True, finalize_chol=True)``, its defaults for explicit
   ratings (3 CG steps per row, a final exact Cholesky sweep); only its total time and final RMSE are known.
+* ``spark als``: Spark MLlib's ``pyspark.ml.recommendation.ALS`` in local mode (``local[threads]``, a JVM is
+  needed: OpenJDK 17 or later for Spark 4), exact Cholesky row solves with ALS-WR scaling (``regParam · |Ω_i|``,
+  Spark's only scaling), no biases (Spark has none: on MovieLens it fits the raw ratings); the JVM start-up and the
+  DataFrame build are not timed, only ``fit``.
 * ``fancyimpute softimpute``: SoftImpute (Mazumder–Hastie–Tibshirani 2010) with ``max_rank=k``; a different
   (nuclear-norm) model on a dense ``m × n`` array, so run only where that fits in :data:`DENSE_LIMIT` entries.
 * ``implicit`` is not a runner: it fits implicit-feedback ALS (Hu–Koren–Volinsky) only, and RMSE on explicit
@@ -19,6 +23,8 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 
@@ -46,6 +52,7 @@ SETTINGS: dict[str, tuple[bool, float, str]] = {"movielens": (True, 0.05, "count
 #: the peers: benchmark name → (library, method)
 PEERS: dict[str, tuple[str, str]] = {
     "cmfrec als-cg": ("cmfrec", "als-cg"),
+    "spark als": ("pyspark", "als"),
     "fancyimpute softimpute": ("fancyimpute", "softimpute"),
 }
 #: peers that are never run, and why
@@ -174,7 +181,72 @@ def run_softimpute(method: str, data: Data, problem: Problem, threads: int, star
     }
 
 
-RUNNERS: dict[str, Runner] = {"precond": run_ours, "cmfrec": run_cmfrec, "fancyimpute": run_softimpute}
+def run_spark(method: str, data: Data, problem: Problem, threads: int, started: Callable[[], None]) -> dict:
+    from pyspark.ml.recommendation import ALS
+    from pyspark.sql import SparkSession
+
+    _, reg, _ = SETTINGS[problem.kind]
+    spark = (
+        SparkSession.builder.master(f"local[{threads}]")
+        .appName("precond-bench-completion")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.memory", "8g")
+        .config("spark.driver.extraJavaOptions", "-Xss64m")  # ALS's lineage overflows the default stack
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "false")
+        .config("spark.sql.shuffle.partitions", str(max(1, threads)))
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+    checkpoints = tempfile.mkdtemp(prefix="precond-spark-")
+    spark.sparkContext.setCheckpointDir(checkpoints)  # ALS checkpoints every 10 iterations (cuts the lineage)
+    try:
+        rows, cols, values = data.train
+        train = spark.createDataFrame(
+            list(zip(rows.tolist(), cols.tolist(), values.tolist(), strict=True)), ["user", "item", "rating"]
+        ).cache()
+        train.count()
+        test = spark.createDataFrame(
+            list(zip(data.test[0].tolist(), data.test[1].tolist(), strict=True)), ["user", "item"]
+        ).cache()
+        test.count()
+        als = ALS(
+            rank=problem.rank,
+            maxIter=ITERATIONS,
+            regParam=reg,
+            userCol="user",
+            itemCol="item",
+            ratingCol="rating",
+            coldStartStrategy="nan",
+            seed=0,
+            numUserBlocks=max(1, threads),
+            numItemBlocks=max(1, threads),
+        )
+        started()
+        t0 = time.perf_counter()
+        model = als.fit(train)
+        model.userFactors.count()  # fit is lazy in parts: force the factors
+        seconds = time.perf_counter() - t0
+        pred = model.transform(test).toPandas()
+    finally:
+        spark.stop()
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    order = {(u, i): p for u, i, p in zip(pred["user"], pred["item"], pred["prediction"], strict=True)}
+    predicted = np.array([order[(u, i)] for u, i in zip(data.test[0].tolist(), data.test[1].tolist(), strict=True)])
+    return {
+        "seconds": seconds,
+        "iterations": ITERATIONS,
+        "seconds_per_iteration": seconds / ITERATIONS,
+        "test_rmse": _rmse(predicted, data.test[2]),
+    }
+
+
+RUNNERS: dict[str, Runner] = {
+    "precond": run_ours,
+    "cmfrec": run_cmfrec,
+    "pyspark": run_spark,
+    "fancyimpute": run_softimpute,
+}
 
 
 def solve(name: str, problem: Problem, seed: int, budget: float, threads: int, *, started: Callable[[], None]) -> dict:
