@@ -27,6 +27,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -227,7 +228,7 @@ def run_spark(method: str, data: Data, problem: Problem, threads: int, started: 
         model = als.fit(train)
         model.userFactors.count()  # fit is lazy in parts: force the factors
         seconds = time.perf_counter() - t0
-        pred = model.transform(test).toPandas()
+        pred: Any = model.transform(test).toPandas()
     finally:
         spark.stop()
         shutil.rmtree(checkpoints, ignore_errors=True)
