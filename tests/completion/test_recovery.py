@@ -24,7 +24,8 @@ def test_exact_recovery_from_n_k_log_n_samples(m: int, n: int, k: int) -> None:
     rows, cols = sample(m, n, n_samples(m, n, k), seed=k, min_per_line=k)
     res = complete(rows, cols, M[rows, cols], (m, n), k, reg=0.0, tol=1e-12, max_iter=500)
     assert res.converged
-    assert res.solver == "exact"
+    assert res.solver == "auto"
+    assert all(s.cg_iterations == 0 for s in res.solves)  # the cost model keeps these small rows exact
     assert _rel_error(res, M) <= 1e-6
     assert res.history[-1][1] <= 1e-8
     assert [h[0] for h in res.history] == list(range(1, res.iterations + 1))

@@ -110,7 +110,12 @@ def test_sketch_cg_needs_fewer_iterations_on_ill_conditioned_rows() -> None:
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("solver", ["cg", "sketch_cg", "auto"])
-def test_tolerance_schedule_is_honoured_and_recorded(solver: str, dtype: torch.dtype) -> None:
+def test_tolerance_schedule_is_honoured_and_recorded(
+    solver: str, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import precond.completion._complete as mod
+
+    monkeypatch.setattr(mod, "MATVEC_COST", 0.01)  # "auto" then sends the longer rows to sketch_cg
     m, n, k = 120, 100, 4
     M = low_rank(m, n, k, seed=5)
     rows, cols = sample(m, n, n_samples(m, n, k), seed=5, min_per_line=k)
@@ -133,6 +138,7 @@ def test_loose_solves_that_stall_do_not_read_as_convergence(solver: str, monkeyp
 
     monkeypatch.setattr(mod, "CG_TOL_START", 0.9)
     monkeypatch.setattr(mod, "CG_TOL_RATE", 0.999)
+    monkeypatch.setattr(mod, "MATVEC_COST", 0.01)  # "auto" then sends the heavy rows to sketch_cg
     m, n, k = 60, 400, 16
     M = low_rank(m, n, k, seed=1)
     rows, cols = sample(m, n, 12000, seed=1, min_per_line=k)
@@ -145,7 +151,7 @@ def test_loose_solves_that_stall_do_not_read_as_convergence(solver: str, monkeyp
 def test_exact_records_zero_tolerance() -> None:
     M = low_rank(50, 40, 2, seed=0)
     rows, cols = sample(50, 40, 600, seed=0, min_per_line=2)
-    res = complete(rows, cols, M[rows, cols], (50, 40), 2, max_iter=5, tol=0.0)
+    res = complete(rows, cols, M[rows, cols], (50, 40), 2, max_iter=5, tol=0.0)  # "auto": every row exact here
     assert [(s.tol, s.cg_iterations, s.exact_rows) for s in res.solves] == [(0.0, 0, 90)] * 5
 
 

@@ -163,7 +163,7 @@ def complete(
     rank: int,
     *,
     reg: float = 0.1,
-    solver: str = "exact",
+    solver: str = "auto",
     max_iter: int = 50,
     tol: float = 1e-6,
     biases: bool = False,
@@ -204,9 +204,9 @@ def complete(
         rank: ``k``, ``1 ≤ k ≤ min(m, n)``.
         reg: ridge weight ``≥ 0``.  With ``reg = 0`` a row with fewer than ``k`` (``k + 1`` with biases)
             observations takes the minimum-norm least-squares solution.
-        solver: ``"exact"`` (default), ``"auto"`` (exact Cholesky for light rows, sketch-preconditioned CG for
-            heavy rows), ``"sketch_cg"`` or ``"cg"``; rules, costs and the CG tolerance schedule in
-            :mod:`precond.completion._complete`.  :attr:`CompletionResult.solves` records the schedule.
+        solver: ``"auto"`` (default: per bucket of rows, exact Cholesky or sketch-preconditioned CG, whichever the
+            cost model rates cheaper), ``"exact"``, ``"sketch_cg"`` or ``"cg"``; rules, costs and the CG tolerance
+            schedule in :mod:`precond.completion._complete`.  :attr:`CompletionResult.solves` records the schedule.
         max_iter, tol: iteration cap and relative-decrease tolerance.
         biases: fit ``μ``, row and column biases.
         validation: optional ``(rows, cols, values)`` held-out entries; their RMSE is recorded each iteration.
@@ -329,7 +329,7 @@ def complete(
         solves.append(
             SolveEntry(
                 iterations,
-                cg_tol,
+                cg_tol if s_row.cg_rows + s_col.cg_rows else 0.0,  # 0: no row was solved by CG
                 max(s_row.iterations, s_col.iterations),
                 s_row.unconverged + s_col.unconverged,
                 s_row.exact_rows + s_col.exact_rows,
@@ -348,7 +348,8 @@ def complete(
             pred = (U[vr] * V[vc]).sum(1) + b[vr] + cb[vc] + mean
             val_rmse = math.sqrt(float((vv - pred).double().square().mean()))
         history.append((iterations, math.sqrt(sse / v.numel()), val_rmse, time.perf_counter() - start))
-        if has_converged(objective, previous, floor, tol, solver, cg_tol, dt, monotone=parts is None):
+        used = solver if s_row.cg_rows + s_col.cg_rows else "exact"  # "auto" that solved every row exactly
+        if has_converged(objective, previous, floor, tol, used, cg_tol, dt, monotone=parts is None):
             converged = True
             break
         previous = objective

@@ -63,7 +63,7 @@ class MatrixCompletion(TransformerMixin, BaseEstimator):
         rank: int = 10,
         *,
         reg: float = 0.1,
-        solver: str = "exact",
+        solver: str = "auto",
         max_iter: int = 50,
         tol: float = 1e-6,
         biases: bool = False,

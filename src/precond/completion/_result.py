@@ -25,7 +25,8 @@ class SolveEntry:
 
     Attributes:
         iteration: the outer iteration (from 1).
-        tol: the relative-residual tolerance of the CG row solves this iteration (``0.0`` for ``"exact"``).
+        tol: the relative-residual tolerance of the CG row solves this iteration (``0.0`` when no row was solved
+            by CG: ``"exact"``, or ``"auto"`` with every bucket exact).
         cg_iterations: the most CG iterations any row ran, over both half-steps (``0`` if none ran CG).
         unconverged: rows (both sides) that hit the CG iteration cap before ``tol``.
         exact_rows: rows and columns solved exactly (batched Cholesky) this iteration.

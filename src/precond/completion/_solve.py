@@ -113,6 +113,7 @@ class CGStats:
         exact_rows: rows solved by Cholesky (the ``"exact"`` buckets, and rows with ``λ_i = 0`` and fewer than
             ``d`` observations in a CG bucket: singular systems, where CG from a warm start would not reach the
             minimum-norm solution).
+        cg_rows: rows solved by a CG method.
         sse: ``Σ (t − w_jᵀ x_i)²`` over the observations at the returned solution (float64 accumulation; one
             batched matvec per chunk on the design already gathered, so the caller's objective needs no new gather).
     """
@@ -121,6 +122,7 @@ class CGStats:
     unconverged: int
     exact_rows: int
     sse: float = 0.0
+    cg_rows: int = 0
 
 
 def _normal(W: torch.Tensor, t: torch.Tensor, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -215,7 +217,7 @@ def solve_rows(
     """
     d = design.shape[1]
     out = torch.zeros(idx.n_rows, d, dtype=design.dtype, device=design.device)
-    iterations = unconverged = exact_rows = 0
+    iterations = unconverged = exact_rows = cg_rows = 0
     sse = 0.0
     for bucket in idx.buckets:
         method = plan if isinstance(plan, str) else plan(bucket.width, d)
@@ -231,8 +233,9 @@ def solve_rows(
         out[bucket.rows] = x
         iterations, unconverged = max(iterations, stats.iterations), unconverged + stats.unconverged
         exact_rows += stats.exact_rows
+        cg_rows += stats.cg_rows
         sse += stats.sse
-    return out, CGStats(iterations, unconverged, exact_rows, sse)
+    return out, CGStats(iterations, unconverged, exact_rows, sse, cg_rows)
 
 
 def solve_rows_bucket(
@@ -280,8 +283,9 @@ def solve_rows_bucket(
         iterations = max(iterations, int(its.max()) if its.numel() else 0)
         unconverged += int((~ok).sum())
     x = torch.cat(xs) if xs else design.new_zeros((0, d))
-    n_exact = int(bucket.rows.numel()) if method == "exact" else 0
-    return x, CGStats(iterations, unconverged, n_exact, sse)
+    n_rows = int(bucket.rows.numel())
+    n_exact = n_rows if method == "exact" else 0
+    return x, CGStats(iterations, unconverged, n_exact, sse, n_rows - n_exact)
 
 
 def ridge_rows(
