@@ -189,7 +189,7 @@ def distributed_complete(
     rank: int,
     *,
     reg: float = 0.1,
-    solver: str = "exact",
+    solver: str = "auto",
     max_iter: int = 50,
     tol: float = 1e-6,
     biases: bool = False,
