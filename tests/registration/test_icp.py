@@ -97,11 +97,12 @@ def test_cylinder_near_symmetry_is_frozen_by_null_rtol() -> None:
     free = icp(pts, pts, init, kernel="none", max_iter=30, **TIGHT)
     frozen = icp(pts, pts, init, kernel="none", null_rtol=1e-4, max_iter=30, **TIGHT)
     err_free, err_frozen = pose_error(free.transform, np.eye(4)), pose_error(frozen.transform, np.eye(4))
-    # the sampled cylinder's rotation about its axis is only near-null (λ ≈ 5e-5 λ_max once tilted): the plain
-    # Gauss–Newton step wanders along it (measured drift ≈ 2 rad); freezing it leaves a drift of 3.8e-3
-    assert np.abs(err_free[null] - err0[null]).max() > 0.5
+    # the sampled cylinder's rotation about its axis is only near-null (λ ≈ 4e-4 λ_max once tilted): the plain
+    # Gauss–Newton step wanders along it (measured drift 8.4e-2 m in tz; 2 rad with DCReg's centroid planes);
+    # freezing it leaves a drift of 3.8e-3
+    assert np.abs(err_free[null] - err0[null]).max() > 5e-2
     assert frozen.converged and np.abs(err_frozen[null] - err0[null]).max() < 1e-2
-    assert np.abs(err_frozen[~null]).max() < 1e-5
+    assert np.abs(err_frozen[~null]).max() < 1e-6
 
 
 def test_result_is_invariant_under_a_rigid_motion_of_the_world() -> None:
