@@ -17,6 +17,9 @@ ICRA 2016):
 * ``"loam"``: LOAM's remapping with its own detector (``λ_i < 100`` counted up from the smallest); with
   :func:`~precond.registration.icp`'s ``analysis="first"`` the projector is fixed at the first iteration, as in LOAM.
 
+With a ``report`` of an earlier ``H`` (``analysis="first"``) only the detection is reused: the direct step, DCReg's
+range projection and TSVD's truncated inverse (re-detected with the same thresholds) use the current ``H``.
+
 ``sr``, ``tsvd`` and ``treg`` take their degenerate eigen-directions from ``detector``: ``"me"`` (``λ_i < 120``)
 or ``"fcn"`` (``cond > 10`` and ``λ_max / λ_i > 10``), i.e. DCReg's ME-SR, ME-TSVD, ME-TReg and FCN-SR.
 """
@@ -61,10 +64,17 @@ class SolveResult:
     report: DegeneracyReport
 
 
-def _direct(h: np.ndarray, b: np.ndarray, report: DegeneracyReport) -> np.ndarray:
-    if report.rank == 6:
+def _spectrum(h: np.ndarray, null_rtol: float) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenpairs of *this* ``H`` with eigenvalues ``≤ null_rtol · λ_max`` set to zero. A ``report`` passed in may
+    be an earlier iteration's (``analysis="first"``): its detection is reused, never its inverse."""
+    lam, vec = np.linalg.eigh(h)
+    return np.where(lam > null_rtol * max(float(lam[-1]), 0.0), lam, 0.0), vec
+
+
+def _direct(h: np.ndarray, b: np.ndarray, null_rtol: float) -> np.ndarray:
+    lam, vec = _spectrum(h, null_rtol)
+    if (lam > 0).all():
         return np.linalg.solve(h, b)
-    lam, vec = report.eigenvalues_full, report.eigenvectors_full
     keep = lam > 0
     return vec[:, keep] @ ((vec[:, keep].T @ b) / lam[keep])
 
@@ -73,8 +83,9 @@ def _dcreg(
     h: np.ndarray, b: np.ndarray, report: DegeneracyReport, tol: float, max_iter: int
 ) -> tuple[np.ndarray, int, bool]:
     p = report.preconditioner()
-    if report.rank < 6:
-        rng = report.eigenvectors_full[:, report.eigenvalues_full > 0]
+    lam, vec = _spectrum(h, report.null_rtol)
+    if not (lam > 0).all():
+        rng = vec[:, lam > 0]
         q = rng @ rng.T
         p, b = q @ p @ q, q @ b
     ht, pt, bt = (torch.from_numpy(np.ascontiguousarray(a)) for a in (h, p, b))
@@ -140,17 +151,32 @@ def solve(
         return SolveResult(np.zeros(6), method, "zero_rhs", 0, flagged.copy(), report)
     status, iterations = "solved", 0
     if method == "direct":
-        step = _direct(h, rhs, report)
+        step = _direct(h, rhs, report.null_rtol)
     elif method == "dcreg":
         step, iterations, ok = _dcreg(h, rhs, report, pcg_tol, pcg_max_iter)
         if not ok:
-            step, status = _direct(h, rhs, report), "fallback"
+            step, status = _direct(h, rhs, report.null_rtol), "fallback"
     elif method in ("sr", "loam"):
         good = vec[:, ~flagged]
-        step = good @ (good.T @ _direct(h, rhs, report))
+        step = good @ (good.T @ _direct(h, rhs, report.null_rtol))
     elif method == "tsvd":
+        if not np.array_equal(report.hessian, h):  # a truncated inverse needs this H's own eigenpairs
+            current = degeneracy(
+                h,
+                threshold=report.threshold,
+                kappa=report.kappa,
+                loam_threshold=report.loam_threshold,
+                me_threshold=report.me_threshold,
+                null_rtol=report.null_rtol,
+            )
+            lam, vec = current.eigenvalues_full, current.eigenvectors_full
+            flagged = current.me_mask if detector == "me" else current.fcn_mask
         keep = ~flagged & (lam > 1e-9)
         step = vec[:, keep] @ ((vec[:, keep].T @ rhs) / lam[keep])
     else:  # treg
-        step = np.linalg.solve(h + gamma * np.eye(6), rhs) if flagged.any() and gamma > 0 else _direct(h, rhs, report)
+        step = (
+            np.linalg.solve(h + gamma * np.eye(6), rhs)
+            if flagged.any() and gamma > 0
+            else _direct(h, rhs, report.null_rtol)
+        )
     return SolveResult(step, method, status, iterations, flagged.copy(), report)
