@@ -1,7 +1,11 @@
 """icp(): Jacobian against finite differences, recovery of known transforms, drift along degenerate directions,
-frame invariance, and Open3D's point-to-plane ICP as an independent oracle."""
+frame invariance, and a peer's point-to-plane ICP as an independent oracle (Open3D where it imports, else
+small_gicp)."""
 
 from __future__ import annotations
+
+import sys
+from typing import Any
 
 import numpy as np
 import pytest
@@ -97,11 +101,12 @@ def test_cylinder_near_symmetry_is_frozen_by_null_rtol() -> None:
     free = icp(pts, pts, init, kernel="none", max_iter=30, **TIGHT)
     frozen = icp(pts, pts, init, kernel="none", null_rtol=1e-4, max_iter=30, **TIGHT)
     err_free, err_frozen = pose_error(free.transform, np.eye(4)), pose_error(frozen.transform, np.eye(4))
-    # the sampled cylinder's rotation about its axis is only near-null (λ ≈ 5e-5 λ_max once tilted): the plain
-    # Gauss–Newton step wanders along it (measured drift ≈ 2 rad); freezing it leaves a drift of 3.8e-3
-    assert np.abs(err_free[null] - err0[null]).max() > 0.5
+    # the sampled cylinder's rotation about its axis is only near-null (λ ≈ 4e-4 λ_max once tilted): the plain
+    # Gauss–Newton step wanders along it (measured drift 8.4e-2 m in tz; 2 rad with DCReg's centroid planes);
+    # freezing it leaves a drift of 3.8e-3
+    assert np.abs(err_free[null] - err0[null]).max() > 5e-2
     assert frozen.converged and np.abs(err_frozen[null] - err0[null]).max() < 1e-2
-    assert np.abs(err_frozen[~null]).max() < 1e-5
+    assert np.abs(err_frozen[~null]).max() < 1e-6
 
 
 def test_result_is_invariant_under_a_rigid_motion_of_the_world() -> None:
@@ -139,22 +144,67 @@ def test_too_few_correspondences_is_reported() -> None:
     assert res.fitness == 0.0 and np.isnan(res.inlier_rmse)
 
 
-def test_matches_open3d_point_to_plane_on_a_room() -> None:
-    o3d = pytest.importorskip("open3d")
-    reg = o3d.pipelines.registration
+def _open3d() -> Any | None:
+    """Open3D if it imports: ``open3d-cpu`` needs the system library libusb-1.0-0 (``requirements/peers.txt``)."""
+    try:
+        import open3d
+    except (ImportError, OSError):
+        return None
+    return open3d
+
+
+def _oracle(source: np.ndarray, target: np.ndarray, normals: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """(transform, target normals used, library): Open3D's point-to-plane ICP with the exact normals where it
+    imports, else small_gicp's PLANE_ICP (a plain wheel in requirements/ci.txt) with its own 10-neighbour normals,
+    which are handed to ours too so that both minimise the same objective."""
+    o3d = _open3d()
+    if o3d is not None:
+        reg = o3d.pipelines.registration
+        src, tgt = o3d.geometry.PointCloud(), o3d.geometry.PointCloud()
+        src.points = o3d.utility.Vector3dVector(source)
+        tgt.points = o3d.utility.Vector3dVector(target)
+        tgt.normals = o3d.utility.Vector3dVector(normals)
+        criteria = reg.ICPConvergenceCriteria(relative_fitness=1e-12, relative_rmse=1e-12, max_iteration=60)
+        out = reg.registration_icp(src, tgt, 1.0, np.eye(4), reg.TransformationEstimationPointToPlane(), criteria)
+        return np.asarray(out.transformation), normals, "open3d"
+    small_gicp = pytest.importorskip("small_gicp")
+    tgt, src = small_gicp.PointCloud(target), small_gicp.PointCloud(source)
+    tree = small_gicp.KdTree(tgt)
+    small_gicp.estimate_normals(tgt, tree, num_neighbors=10)
+    out = small_gicp.align(
+        tgt,
+        src,
+        tree,
+        np.eye(4),
+        registration_type="PLANE_ICP",
+        max_correspondence_distance=1.0,
+        max_iterations=60,
+        rotation_epsilon=1e-12,
+        translation_epsilon=1e-12,
+    )
+    return np.asarray(out.T_target_source), np.asarray(tgt.normals())[:, :3].copy(), "small_gicp"
+
+
+def test_matches_a_peer_point_to_plane_icp_on_a_room() -> None:
     pts, normals, _ = scenes.room()
     truth = _truth()
     target_pts = pts @ truth[:3, :3].T + truth[:3, 3]
-    target_normals = normals @ truth[:3, :3].T
-    src, tgt = o3d.geometry.PointCloud(), o3d.geometry.PointCloud()
-    src.points = o3d.utility.Vector3dVector(pts)
-    tgt.points = o3d.utility.Vector3dVector(target_pts)
-    tgt.normals = o3d.utility.Vector3dVector(target_normals)
-    criteria = reg.ICPConvergenceCriteria(relative_fitness=1e-12, relative_rmse=1e-12, max_iteration=60)
-    theirs = reg.registration_icp(
-        src, tgt, 1.0, np.eye(4), reg.TransformationEstimationPointToPlane(), criteria
-    ).transformation
+    theirs, target_normals, lib = _oracle(pts, target_pts, normals @ truth[:3, :3].T)
     ours = icp(pts, target_pts, target_normals=target_normals, kernel="none", max_iter=60, **TIGHT)
-    np.testing.assert_allclose(ours.transform, np.asarray(theirs), atol=1e-6)
+    np.testing.assert_allclose(ours.transform, theirs, atol=1e-6, err_msg=lib)
     assert np.abs(pose_error(ours.transform, truth)).max() < 1e-6
-    assert so3_log(np.asarray(theirs)[:3, :3] @ truth[:3, :3].T) @ np.ones(3) == pytest.approx(0.0, abs=1e-6)
+    assert np.abs(pose_error(theirs, truth)).max() < 1e-6, lib
+
+
+def test_small_gicp_oracle_runs_without_open3d(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fallback path, exercised even where Open3D imports."""
+    pytest.importorskip("small_gicp")
+    monkeypatch.setattr(sys.modules[__name__], "_open3d", lambda: None)
+    pts, normals, _ = scenes.room()
+    truth = _truth()
+    target_pts = pts @ truth[:3, :3].T + truth[:3, 3]
+    theirs, target_normals, lib = _oracle(pts, target_pts, normals)
+    assert lib == "small_gicp" and not np.allclose(target_normals, normals @ truth[:3, :3].T)
+    ours = icp(pts, target_pts, target_normals=target_normals, kernel="none", max_iter=60, **TIGHT)
+    np.testing.assert_allclose(ours.transform, theirs, atol=1e-6)
+    assert np.abs(pose_error(theirs, truth)).max() < 1e-6

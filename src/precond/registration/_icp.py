@@ -168,6 +168,7 @@ def icp(
     translation_tol: float = 1e-3,
     analysis: str = "every",
     k_neighbors: int = 10,
+    plane_offset: str = "point",
     plane_radius: float | None = 1.0,
     max_plane_thickness: float | None = 0.2,
     target_normals: np.ndarray | None = None,
@@ -195,6 +196,9 @@ def icp(
             report (and so the detection and projector) of the first iteration is reused.
         k_neighbors, plane_radius, max_plane_thickness: plane fitting on the target (default 10; DCReg: 5, 1 m, 0.2 m;
             ``None`` disables a check); ignored when ``target_normals`` are given.
+        plane_offset: ``"point"`` (default; Open3D's and small_gicp's residual ``nᵢᵀ(T p − qᵢ)``, the plane through
+            the matched target point) or ``"fit"`` (DCReg: the neighbourhood's least-squares plane, biased at edges;
+            see :func:`~precond.registration._planes.estimate_planes`).
         target_normals: ``[M, 3]`` normals of the target points (planes through the points) instead of fitting.
         threshold, kappa: DCReg's detection threshold and clamp target (10, 10).
         **solve_options: passed to :func:`~precond.registration.solve` (``detector``, ``pcg_tol``,
@@ -209,6 +213,7 @@ def icp(
     check_choice(degeneracy, "degeneracy", DEGENERACY)
     check_choice(kernel, "kernel", KERNELS)
     check_choice(analysis, "analysis", ("every", "first"))
+    check_choice(plane_offset, "plane_offset", ("point", "fit"))
     k_neighbors = check_int(k_neighbors, "k_neighbors", 3)
     tgt = check_points(target, "target", minimum=k_neighbors if target_normals is None else 1)
     transform = np.eye(4) if init is None else check_transform(init, "init")
@@ -227,7 +232,9 @@ def icp(
         raise TypeError(f"icp() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
     tree = cKDTree(tgt)
     if target_normals is None:
-        planes = estimate_planes(tgt, tree, k=k_neighbors, radius=plane_radius, max_thickness=max_plane_thickness)
+        planes = estimate_planes(
+            tgt, tree, k=k_neighbors, radius=plane_radius, max_thickness=max_plane_thickness, offset=plane_offset
+        )
     else:
         planes = _given_planes(tgt, target_normals)
     solve_method = "direct" if degeneracy == "none" else degeneracy

@@ -34,11 +34,35 @@ def test_error_split_of_the_initial_guess() -> None:
 
 @pytest.mark.slow
 def test_one_budgeted_run_writes_table_figure_and_json(tmp_path: Path) -> None:
-    out = run_benchmark([SceneSpec("room", 600, 0)], ["precond dcreg", "precond none"], budget=30.0, out=tmp_path)
+    out = run_benchmark(
+        [SceneSpec("room", 600, 0)], ["precond dcreg", "precond none"], budget=30.0, out=tmp_path, notes=["skip x"]
+    )
     rows = out["rows"]
     assert [r["status"] for r in rows] == ["ok", "ok"]
     # PCG to convergence is the Gauss–Newton step: DCReg's pose equals the direct solve's
     np.testing.assert_allclose(rows[0]["transform"], rows[1]["transform"], atol=1e-6)
     record = json.loads((tmp_path / "registration_quick.json").read_text())
-    assert record["meta"]["code_version"] and len(record["rows"]) == 2
+    assert record["meta"]["code_version"] and len(record["rows"]) == 2 and record["meta"]["notes"] == ["skip x"]
     assert (tmp_path / "registration_quick.png").exists()
+
+
+def test_a_peer_that_does_not_import_is_skipped_with_a_note(monkeypatch: pytest.MonkeyPatch) -> None:
+    from precond.bench.registration import runners
+
+    monkeypatch.setitem(runners._MODULE, "open3d", "precond_no_such_module_xyz")
+    keep, notes = runners.available_methods(["precond dcreg", "open3d point_to_plane", "open3d gicp"])
+    assert keep == ["precond dcreg"]
+    assert len(notes) == 2 and all("not installed" in n and "requirements/peers.txt" in n for n in notes)
+    assert "libusb-1.0-0" in notes[0]
+
+
+def test_an_import_failure_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from precond.bench.registration import runners
+
+    (tmp_path / "broken_peer_xyz.py").write_text("raise OSError('libusb-1.0.so.0: cannot open shared object file')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    assert runners._import_error("broken_peer_xyz") == (
+        "does not import (OSError: libusb-1.0.so.0: cannot open shared object file)"
+    )
+    assert runners._import_error("json") is None

@@ -80,7 +80,9 @@ def run_from_args(args: argparse.Namespace, command: str, *, out_default: Path =
     names, notes = available_methods(args.methods or list(METHODS))
     for note in notes:
         print(note, flush=True)
-    return run_benchmark(grid, names, budget=budget, threads=threads, out=out, quick=args.quick, command=command)
+    return run_benchmark(
+        grid, names, budget=budget, threads=threads, out=out, quick=args.quick, command=command, notes=notes
+    )
 
 
 def main(argv: Sequence[str] | None = None, *, out_default: Path = DEFAULT_OUT, prog: str | None = None) -> dict:

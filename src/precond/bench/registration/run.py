@@ -146,11 +146,13 @@ def run_benchmark(
     out: Path = DEFAULT_OUT,
     quick: bool = True,
     command: str = "",
+    notes: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Run every method on every scene, print rows and the table, write ``registration[_quick].{json,png}``."""
+    """Run every method on every scene, print rows and the table, write ``registration[_quick].{json,png}``;
+    ``notes`` (e.g. the peers skipped because they do not import) go into the record."""
     from precond.bench.environment import machine_record
 
-    start = machine_record(("precond", "numpy", "scipy", "open3d", "small_gicp"))
+    start = machine_record(("precond", "numpy", "scipy", "open3d", "open3d-cpu", "small-gicp"))
     print(f"budget {budget:g} s per method and scene (hard), {threads} thread(s)")
     print(HEADER, flush=True)
     rows = []
@@ -172,6 +174,7 @@ def run_benchmark(
         "threads": threads,
         "quick": quick,
         "command": command,
+        "notes": list(notes),
         "machine": start["machine"],
         "cpu_count": start["cpu_count"],
         "load_average": {"start": start["load_average"], "end": end["load_average"]},

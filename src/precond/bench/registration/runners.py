@@ -8,6 +8,8 @@ threaded, for every library alike. Settings: 30 iterations at most, corresponden
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,13 +28,35 @@ MAX_DISTANCE = 1.0
 _MODULE = {"open3d": "open3d", "small_gicp": "small_gicp"}
 
 
+def _import_error(module: str) -> str | None:
+    """Why ``module`` does not import here (``None`` if it does), probed in a fresh interpreter so that a missing
+    system library (``open3d-cpu`` needs libusb-1.0-0) or a crash in its import cannot take the benchmark down."""
+    if importlib.util.find_spec(module) is None:
+        return "not installed"
+    probe = subprocess.run(
+        [sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120, check=False
+    )
+    if probe.returncode == 0:
+        return None
+    lines = [ln for ln in probe.stderr.strip().splitlines() if ln.strip()]
+    return f"does not import ({lines[-1] if lines else f'exit status {probe.returncode}'})"
+
+
 def available_methods(names: Sequence[str]) -> tuple[list[str], list[str]]:
-    """The installed subset of ``names`` and a note for each skipped one."""
+    """The subset of ``names`` that can run here and a note for each skipped one (a peer that is not installed
+    or does not import: see ``requirements/peers.txt``)."""
     keep, notes = [], []
+    reasons: dict[str, str | None] = {}
     for name in names:
         lib = name.split()[0]
-        if lib in _MODULE and importlib.util.find_spec(_MODULE[lib]) is None:
-            notes.append(f"skipping {name}: {lib} is not installed (pip install {lib.replace('_', '-')})")
+        if lib in _MODULE and lib not in reasons:
+            reasons[lib] = _import_error(_MODULE[lib])
+        why = reasons.get(lib)
+        if why is not None:
+            notes.append(
+                f"skipping {name}: {lib} {why}; install the peers with `pip install -r requirements/peers.txt`"
+                + (" and `apt-get install libusb-1.0-0`" if lib == "open3d" else "")
+            )
         else:
             keep.append(name)
     return keep, notes
