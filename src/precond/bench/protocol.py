@@ -25,8 +25,10 @@
      target earlier. Per-seed figures are reported too (``None`` for a seed that never reaches the target, which
      happens to about half of the baseline's own seeds, hence the mean curve for the speedup);
    * ``speedup`` = baseline steps to target / optimizer steps to target (``None`` if the optimizer never reaches
-     it); ``time_speedup`` is the same ratio for training wall-clock (validation excluded) interpolated at the same
-     crossing; ``step_overhead`` = mean seconds in ``optimizer.step()`` / the baseline's;
+     it); ``seed_speedups`` divide the same baseline figure by each seed's own crossing, and their range
+     (``speedup_spread``) is the seed spread a change of ``speedup`` is judged against; ``time_speedup`` is the
+     same ratio for training wall-clock (validation excluded) interpolated at the same crossing;
+     ``step_overhead`` = mean seconds in ``optimizer.step()`` / the baseline's;
    * **verdict**: ``"faster"`` or ``"slower"`` only if Welch's two-sample t-test on the seeds' final validation
      losses rejects equal means at level ``alpha`` (two-sided; default 0.01) **and** the ``mean ± std`` intervals do
      not overlap; otherwise ``"inconclusive"`` (always so with fewer than two seeds on either side). "Faster" means a
@@ -426,6 +428,7 @@ class OptimizerSummary:
     steps_to_target: float | None = None
     seed_steps_to_target: tuple[float | None, ...] = ()
     speedup: float | None = None
+    seed_speedups: tuple[float | None, ...] = ()
     seconds_to_target: float | None = None
     time_speedup: float | None = None
     train_seconds: float | None = None
@@ -443,6 +446,15 @@ class OptimizerSummary:
     def complete(self) -> bool:
         """Whether every planned trial (sweep and seeds) was among the results."""
         return self.trials_found == self.trials_planned
+
+    @property
+    def speedup_spread(self) -> float | None:
+        """The seed spread of ``speedup``: max - min of :attr:`seed_speedups` (each seed's own curve against the
+        baseline's mean-curve crossing); ``None`` unless every seed reached the target and there are two or more."""
+        values = [v for v in self.seed_speedups if v is not None]
+        if len(values) < 2 or len(values) != len(self.seed_speedups):
+            return None
+        return max(values) - min(values)
 
 
 @dataclass(frozen=True)
@@ -581,6 +593,7 @@ def summarize(plan: Plan, results: Iterable[TrialResult], code_version: str | No
                 steps_to_target=None if cross is None else cross[0],
                 seconds_to_target=None if cross is None else cross[1],
                 seed_steps_to_target=seed_steps,
+                seed_speedups=tuple(_ratio(base_cross[0] if base_cross else None, c) for c in seed_steps),
                 speedup=_ratio(base_cross[0] if base_cross else None, cross[0] if cross else None),
                 time_speedup=_ratio(base_cross[1] if base_cross else None, cross[1] if cross else None),
                 step_overhead=_ratio(o.step_seconds, base.step_seconds),
