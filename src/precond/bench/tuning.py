@@ -7,25 +7,25 @@ record where each range comes from and how it was moved after a measurement. Opt
 ``betas=(0.9, 0.999)`` defaults (adamw, conda, dct_adamw, adamp) also list the β2 values ``0.95, 0.98, 0.99`` that
 the optional baseline pass (``Plan.tune_baseline``, ``precond bench --tune-baseline``) tries at the best lr.
 
-========  =====================================  ===========================
-name      lr                                     weight_decay
-========  =====================================  ===========================
-adamw     1e-4…1e-2                              1e-3…1e-1
-adafactor 1e-3…1e-1 (relative step cap)         --
-sgd       1e-3…1e-1                              --
-lion      1e-5…1e-3                              1e-2…1
-soap      1e-3…1e-1                              1e-3…1e-1
-shampoo   1e-4…1e-2                              1e-3…1e-1
-muon      3e-4…3e-2 (``match_adamw`` scaling)    1e-3…1e-1
-mfac      1e-4…1e-2                              --
-conda     1e-4…1e-2                              1e-3…1e-1
-dct_adamw 1e-4…1e-2                              1e-3…1e-1
-trion     3e-4…3e-2 (``match_adamw`` scaling)    1e-3…1e-1
-adamp     1e-4…1e-2                              1e-3…1e-1
-sgdp      1e-3…1e-1                              --
-fismo     3e-4…3e-2 (``match_adamw`` scaling)    1e-3…1e-1
-auon      3e-4…3e-2 (``match_adamw`` scaling)    1e-3…1e-1
-========  =====================================  ===========================
+=========  =====================================  ===========================
+name       lr                                     weight_decay
+=========  =====================================  ===========================
+adamw      1e-4…1e-2                              1e-3…1e-1
+adafactor  1e-3…1e-1 (relative step cap)          --
+sgd        1e-3…1e-1                              --
+lion       1e-5…1e-3                              1e-2…1
+soap       1e-3…1e-1                              1e-3…1e-1
+shampoo    1e-4…1e-2                              1e-3…1e-1
+muon       3e-4…3e-2 (``match_adamw`` scaling)    1e-3…1e-1
+mfac       1e-4…1e-2                              --
+conda      1e-4…1e-2                              1e-3…1e-1
+dct_adamw  1e-4…1e-2                              1e-3…1e-1
+trion      3e-4…3e-2 (``match_adamw`` scaling)    1e-3…1e-1
+adamp      1e-4…1e-2                              1e-3…1e-1
+sgdp       1e-3…1e-1                              --
+fismo      3e-4…3e-2 (``match_adamw`` scaling)    1e-3…1e-1
+auon       3e-4…3e-2 (``match_adamw`` scaling)    1e-3…1e-1
+=========  =====================================  ===========================
 """
 
 from __future__ import annotations
