@@ -57,6 +57,7 @@ PLAN_OPTIONS = (
     "lr_extend",
     "lr_refine",
     "sweep_wd",
+    "tune_baseline",
     "seeds",
     "budget_seconds",
 )
@@ -111,6 +112,7 @@ def _defaults() -> dict[str, Any]:
         "lr_extend": 4,
         "lr_refine": 2,
         "sweep_wd": False,
+        "tune_baseline": False,
         "budget_seconds": None,
         "seeds": 3,
         "db": Path(DEFAULT_DB),
@@ -152,6 +154,11 @@ def _shared(parser: argparse.ArgumentParser, dests: Sequence[str]) -> None:
             "excluded), the schedule running on the clock, instead of the workload's steps",
         ),
         "sweep_wd": ({"action": "store_true"}, "also sweep weight decay (3 points, full grid)"),
+        "tune_baseline": (
+            {"action": "store_true"},
+            "also tune the baseline's beta2 (AdamW: 0.95, 0.98, 0.99) and then its weight decay (3 points) at its "
+            "best lr, so that an under-tuned baseline does not inflate the speedups",
+        ),
         "seeds": ({"type": positive_int}, "seeds of each winner (default 3)"),
         "db": ({"type": Path}, f"results database (default {DEFAULT_DB})"),
         "out": ({"type": Path}, f"folder for the plot and JSON (default {DEFAULT_OUT})"),
@@ -303,6 +310,7 @@ def _plan(args: argparse.Namespace, base: Mapping[str, Any] | None = None, given
         "lr_extend": args.lr_extend,
         "lr_refine": args.lr_refine,
         "sweep_weight_decay": args.sweep_wd,
+        "tune_baseline": args.tune_baseline,
         "seeds": args.seeds,
         "budget_seconds": args.budget_seconds,
     }

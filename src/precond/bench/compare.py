@@ -63,6 +63,7 @@ def compare(
     lr_extend: int = 4,
     lr_refine: int = 2,
     sweep_weight_decay: bool = False,
+    tune_baseline: bool = False,
     seeds: int = 3,
     budget_seconds: float | None = None,
     db: str | Path | Store = ":memory:",
@@ -77,7 +78,8 @@ def compare(
     ``workload`` is anything with the attributes of :class:`~precond.bench.interface.Workload` (a built-in from
     :func:`~precond.bench.workloads.get_workload` or your own). ``db``: an SQLite file (finished trials are stored
     and reused, so an interrupted comparison resumes), an open :class:`~precond.bench.store.Store`, or
-    ``":memory:"`` (default: nothing kept). ``budget_seconds``: equal-time mode. The other arguments are the
+    ``":memory:"`` (default: nothing kept). ``budget_seconds``: equal-time mode. ``tune_baseline``: the baseline's
+    β2 + weight-decay pass after its lr search. The other arguments are the
     :class:`~precond.bench.protocol.Plan`'s.
     """
     wl = check_workload(workload)
@@ -91,6 +93,7 @@ def compare(
         lr_extend=lr_extend,
         lr_refine=lr_refine,
         sweep_weight_decay=sweep_weight_decay,
+        tune_baseline=tune_baseline,
         seeds=seeds,
         baseline=baseline,
         alpha=alpha,

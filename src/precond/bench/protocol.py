@@ -4,10 +4,13 @@
    :mod:`precond.bench.search` (``lr_points`` start points over its range in :mod:`precond.bench.tuning`,
    extended while the best is at an end, ``lr_extend`` times at most per side, then ``lr_refine`` rounds that halve
    the log-step; values rounded to 4 significant digits so that keys are stable and readable): the same rule for
-   every optimizer. ``lr_extend = lr_refine = 0`` is the fixed log grid. With ``sweep_weight_decay``, a
-   weight-decay pass follows at the best lr (``wd_points`` log-spaced values over the optimizer's
-   ``weight_decay`` range, where it has one). Every trial trains to the end of the workload's budget under the
-   same warmup + cosine schedule (:func:`~precond.bench.trial.run_trial`), with seed ``tune_seed``. With
+   every optimizer. ``lr_extend = lr_refine = 0`` is the fixed log grid. With ``tune_baseline``, the baseline
+   (only) then gets a β2 pass at its best lr (the β2 values of its tuning entry, β1 kept) and a weight-decay pass
+   at its best (lr, β2): the baseline sets the target, so an under-tuned one inflates every speedup. With
+   ``sweep_weight_decay``, every optimizer gets the weight-decay pass at its best lr (``wd_points`` log-spaced
+   values over the optimizer's ``weight_decay`` range, where it has one). Every trial trains to the end of the
+   workload's budget under the same warmup + cosine schedule (:func:`~precond.bench.trial.run_trial`), with seed
+   ``tune_seed``. With
    ``budget_seconds``, every trial trains for that many seconds of training wall-clock instead, the schedule
    running on the clock (equal-time mode).
 2. **Select.** The best setting is the ``"ok"`` trial with the lowest *final* validation loss (ties: smaller lr, then
@@ -25,8 +28,10 @@
      target earlier. Per-seed figures are reported too (``None`` for a seed that never reaches the target, which
      happens to about half of the baseline's own seeds, hence the mean curve for the speedup);
    * ``speedup`` = baseline steps to target / optimizer steps to target (``None`` if the optimizer never reaches
-     it); ``time_speedup`` is the same ratio for training wall-clock (validation excluded) interpolated at the same
-     crossing; ``step_overhead`` = mean seconds in ``optimizer.step()`` / the baseline's;
+     it); ``seed_speedups`` divide the same baseline figure by each seed's own crossing, and their range
+     (``speedup_spread``) is the seed spread a change of ``speedup`` is judged against; ``time_speedup`` is the
+     same ratio for training wall-clock (validation excluded) interpolated at the same crossing;
+     ``step_overhead`` = mean seconds in ``optimizer.step()`` / the baseline's;
    * **verdict**: ``"faster"`` or ``"slower"`` only if Welch's two-sample t-test on the seeds' final validation
      losses rejects equal means at level ``alpha`` (two-sided; default 0.01) **and** the ``mean ± std`` intervals do
      not overlap; otherwise ``"inconclusive"`` (always so with fewer than two seeds on either side). "Faster" means a
@@ -117,6 +122,8 @@ class Plan:
         lr_refine: refinement rounds around the best, each halving the log-step (:mod:`precond.bench.search`).
         sweep_weight_decay: after the lr search, try ``wd_points`` weight decays at the best lr for optimizers
             whose tuning ranges have a ``weight_decay`` range; the others keep their default.
+        tune_baseline: after its lr search, give the baseline a β2 pass (the ``beta2`` values of its
+            :class:`~precond.bench.tuning.SweepRanges`) and then the weight-decay pass at the best so far.
         tune_seed: seed of the sweep.
         seeds: seeds of the winning setting, the tuning seed included.
         baseline: the optimizer that sets the target loss.
@@ -135,6 +142,7 @@ class Plan:
     lr_refine: int = 2
     sweep_weight_decay: bool = False
     wd_points: int = 3
+    tune_baseline: bool = False
     tune_seed: int = 0
     seeds: int = 3
     baseline: str = "adamw"
@@ -160,6 +168,13 @@ class Plan:
                 raise ValueError(f"Plan.{name} must be an integer >= 1, got {value!r}")
         if self.alpha not in _T_TABLE:
             raise ValueError(f"Plan.alpha must be one of {ALPHAS}, got {self.alpha!r}")
+        if self.tune_baseline:
+            s = sweep_ranges(baseline)
+            if not s.beta2 and "weight_decay" not in s:
+                raise ValueError(
+                    f"Plan.tune_baseline: the baseline {baseline!r} has neither beta2 values nor a weight_decay "
+                    "range in precond.bench.tuning; add them there or drop tune_baseline"
+                )
         self.search  # noqa: B018 - ValueError now for a bad lr_extend / lr_refine
         if self.budget_seconds is not None:
             TrialSpec(self.workload, self.preset, "adamw", (), 0, self.budget_seconds)  # the same check as trials'
@@ -175,6 +190,14 @@ class Plan:
         text = self.search.describe()
         if self.lr_extend == 0 and self.lr_refine == 0:
             text = f"a fixed grid of {self.lr_points} log-spaced lrs over the tuning range"
+        if self.tune_baseline:
+            s = sweep_ranges(self.baseline)
+            parts = []
+            if s.beta2:
+                parts.append(f"beta2 in {{{', '.join(f'{b:g}' for b in s.beta2)}}} (beta1 {s.beta1:g}) at its best lr")
+            if "weight_decay" in s:
+                parts.append(f"{self.wd_points} weight decays at its best setting")
+            text += f"; then for the baseline {self.baseline}: {', then '.join(parts)}"
         if self.sweep_weight_decay:
             text += f"; then {self.wd_points} weight decays at the best lr, where the optimizer has a range"
         budget = f"{self.budget_seconds:g} s of training" if self.budget_seconds else "the workload's steps"
@@ -220,9 +243,20 @@ class Plan:
 
         low, high = s.ranges["lr"]
         trace = bracket_search(low, high, self.search, evaluate)
-        if trace.complete and trace.best is not None and self.sweep_weight_decay and "weight_decay" in s:
+        if not trace.complete or trace.best is None:
+            return specs, found, trace
+        point: dict[str, HParamValue] = {"lr": trace.best}
+        baseline_pass = self.tune_baseline and s.name == self.baseline
+        if baseline_pass and s.beta2:
+            for beta2 in s.beta2:
+                if ask(self.spec_for(s.name, {**point, "betas": s.betas(beta2)})) is None:
+                    return specs, found, trace
+            winner = select_best(found)
+            if winner is not None:
+                point = {k: v for k, v in winner.spec.hparams_dict.items() if k in ("lr", "betas")}
+        if (self.sweep_weight_decay or baseline_pass) and "weight_decay" in s:
             for wd in s.grid("weight_decay", self.wd_points):
-                if ask(self.spec_for(s.name, {"lr": trace.best, "weight_decay": _round(wd)})) is None:
+                if ask(self.spec_for(s.name, {**point, "weight_decay": _round(wd)})) is None:
                     break
         return specs, found, trace
 
@@ -234,8 +268,11 @@ class Plan:
     def expected_trials(self, optimizer: str) -> int:
         """Trials of ``optimizer`` when its optimum lies inside the range (no extension): start + refinements
         (+ the weight-decay pass) + seed reruns."""
-        wd = self.wd_points if self.sweep_weight_decay and "weight_decay" in sweep_ranges(optimizer) else 0
-        return self.lr_points + self.lr_refine + wd + self.seeds - 1
+        s = sweep_ranges(optimizer)
+        baseline_pass = self.tune_baseline and s.name == self.baseline
+        wd = self.wd_points if (self.sweep_weight_decay or baseline_pass) and "weight_decay" in s else 0
+        beta2 = len(s.beta2) if baseline_pass else 0
+        return self.lr_points + self.lr_refine + beta2 + wd + self.seeds - 1
 
     def extra_seeds(self) -> tuple[int, ...]:
         """The seeds the winner is rerun with: the ``seeds - 1`` smallest non-negative ints other than
@@ -426,6 +463,7 @@ class OptimizerSummary:
     steps_to_target: float | None = None
     seed_steps_to_target: tuple[float | None, ...] = ()
     speedup: float | None = None
+    seed_speedups: tuple[float | None, ...] = ()
     seconds_to_target: float | None = None
     time_speedup: float | None = None
     train_seconds: float | None = None
@@ -443,6 +481,15 @@ class OptimizerSummary:
     def complete(self) -> bool:
         """Whether every planned trial (sweep and seeds) was among the results."""
         return self.trials_found == self.trials_planned
+
+    @property
+    def speedup_spread(self) -> float | None:
+        """The seed spread of ``speedup``: max - min of :attr:`seed_speedups` (each seed's own curve against the
+        baseline's mean-curve crossing); ``None`` unless every seed reached the target and there are two or more."""
+        values = [v for v in self.seed_speedups if v is not None]
+        if len(values) < 2 or len(values) != len(self.seed_speedups):
+            return None
+        return max(values) - min(values)
 
 
 @dataclass(frozen=True)
@@ -581,6 +628,7 @@ def summarize(plan: Plan, results: Iterable[TrialResult], code_version: str | No
                 steps_to_target=None if cross is None else cross[0],
                 seconds_to_target=None if cross is None else cross[1],
                 seed_steps_to_target=seed_steps,
+                seed_speedups=tuple(_ratio(base_cross[0] if base_cross else None, c) for c in seed_steps),
                 speedup=_ratio(base_cross[0] if base_cross else None, cross[0] if cross else None),
                 time_speedup=_ratio(base_cross[1] if base_cross else None, cross[1] if cross else None),
                 step_overhead=_ratio(o.step_seconds, base.step_seconds),

@@ -3,27 +3,29 @@
 The registry (:mod:`precond.optim.registry`) says how to *build* an optimizer; this module says how the benchmark
 *tunes* it: per registry name, ``{hyperparameter: (low, high)}`` ranges for a log-spaced grid
 (:meth:`SweepRanges.grid`). Every entry has ``lr``, and ``weight_decay`` where decoupled decay matters. The comments
-record where each range comes from and how it was moved after a measurement.
+record where each range comes from and how it was moved after a measurement. Optimizers with Adam-style
+``betas=(0.9, 0.999)`` defaults (adamw, conda, dct_adamw, adamp) also list the β2 values ``0.95, 0.98, 0.99`` that
+the optional baseline pass (``Plan.tune_baseline``, ``precond bench --tune-baseline``) tries at the best lr.
 
-========  =====================================  ===========================
-name      lr                                     weight_decay
-========  =====================================  ===========================
-adamw     1e-4…1e-2                              1e-3…1e-1
-adafactor 1e-3…1e-1 (relative step cap)         --
-sgd       1e-3…1e-1                              --
-lion      1e-5…1e-3                              1e-2…1
-soap      1e-3…1e-1                              1e-3…1e-1
-shampoo   1e-4…1e-2                              1e-3…1e-1
-muon      3e-4…3e-2 (``match_adamw`` scaling)    1e-3…1e-1
-mfac      1e-4…1e-2                              --
-conda     1e-4…1e-2                              1e-3…1e-1
-dct_adamw 1e-4…1e-2                              1e-3…1e-1
-trion     3e-4…3e-2 (``match_adamw`` scaling)    1e-3…1e-1
-adamp     1e-4…1e-2                              1e-3…1e-1
-sgdp      1e-3…1e-1                              --
-fismo     3e-4…3e-2 (``match_adamw`` scaling)    1e-3…1e-1
-auon      3e-4…3e-2 (``match_adamw`` scaling)    1e-3…1e-1
-========  =====================================  ===========================
+=========  =====================================  ===========================
+name       lr                                     weight_decay
+=========  =====================================  ===========================
+adamw      1e-4…1e-2                              1e-3…1e-1
+adafactor  1e-3…1e-1 (relative step cap)          --
+sgd        1e-3…1e-1                              --
+lion       1e-5…1e-3                              1e-2…1
+soap       1e-3…1e-1                              1e-3…1e-1
+shampoo    1e-4…1e-2                              1e-3…1e-1
+muon       3e-4…3e-2 (``match_adamw`` scaling)    1e-3…1e-1
+mfac       1e-4…1e-2                              --
+conda      1e-4…1e-2                              1e-3…1e-1
+dct_adamw  1e-4…1e-2                              1e-3…1e-1
+trion      3e-4…3e-2 (``match_adamw`` scaling)    1e-3…1e-1
+adamp      1e-4…1e-2                              1e-3…1e-1
+sgdp       1e-3…1e-1                              --
+fismo      3e-4…3e-2 (``match_adamw`` scaling)    1e-3…1e-1
+auon       3e-4…3e-2 (``match_adamw`` scaling)    1e-3…1e-1
+=========  =====================================  ===========================
 """
 
 from __future__ import annotations
@@ -45,13 +47,21 @@ class SweepRanges:
     Attributes:
         name: registry key (lower case).
         ranges: ``{hyperparameter: (low, high)}``, ``0 < low <= high``; always has ``lr``.
+        beta2: β2 values the baseline pass of ``precond bench --tune-baseline`` tries (besides the default the lr
+            search ran with), for optimizers taking Adam-style ``betas=(β1, β2)``; empty: no β2 pass.
+        beta1: the β1 that pass keeps (the optimizer's default).
     """
 
     name: str
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict, hash=False)
+    beta2: tuple[float, ...] = ()
+    beta1: float = 0.9
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ranges", MappingProxyType(dict(self.ranges)))
+        object.__setattr__(self, "beta2", tuple(self.beta2))
+        if not all(0 < b < 1 for b in self.beta2) or not 0 <= self.beta1 < 1:
+            raise ValueError(f"sweep ranges of {self.name!r}: beta2 values must lie in (0, 1) and beta1 in [0, 1)")
         if "lr" not in self.ranges:
             raise ValueError(f"sweep ranges of {self.name!r}: must have an 'lr' range")
         for key, (low, high) in self.ranges.items():
@@ -60,6 +70,10 @@ class SweepRanges:
 
     def __contains__(self, hyperparameter: object) -> bool:
         return hyperparameter in self.ranges
+
+    def betas(self, beta2: float) -> tuple[float, float]:
+        """The ``betas`` hyperparameter of the β2 pass: ``(beta1, beta2)``."""
+        return (self.beta1, beta2)
 
     def grid(self, hyperparameter: str, points: int) -> list[float]:
         """``points`` log-spaced values of ``hyperparameter`` from the low to the high end of its range (both
@@ -76,6 +90,8 @@ class SweepRanges:
         return [math.exp(low + (high - low) * i / (points - 1)) for i in range(points)]
 
 
+_ADAM_BETA2 = (0.95, 0.98, 0.99)  # the baseline pass's β2 values for betas=(0.9, 0.999) defaults
+
 _RANGES = (
     SweepRanges(
         "adamw",
@@ -83,6 +99,10 @@ _RANGES = (
             "lr": (1e-4, 1e-2),  # Adam's usable range from small MLPs to transformers
             "weight_decay": (1e-3, 1e-1),  # decoupled decay around torch's 1e-2, a decade each side
         },
+        # torch's default β2 = 0.999 is what the lr search runs; Wen et al. 2025 ("Fantastic Pretraining
+        # Optimizers", arXiv 2509.02046) tune AdamW's β2 (with lr, wd and more) by coordinate descent; LM
+        # practice uses 0.95-0.99, hence these three values
+        beta2=_ADAM_BETA2,
     ),
     SweepRanges(
         "adafactor",
@@ -140,6 +160,7 @@ _RANGES = (
             "lr": (1e-4, 1e-2),  # Adam-sized steps (a rotated Adam, scale 1): AdamW's range
             "weight_decay": (1e-3, 1e-1),  # decoupled decay as in AdamW
         },
+        beta2=_ADAM_BETA2,
     ),
     SweepRanges(
         "dct_adamw",
@@ -147,6 +168,7 @@ _RANGES = (
             "lr": (1e-4, 1e-2),  # AdamW in a low-rank DCT subspace: AdamW's range
             "weight_decay": (1e-3, 1e-1),  # decoupled decay as in AdamW
         },
+        beta2=_ADAM_BETA2,
     ),
     SweepRanges(
         "trion",
@@ -161,6 +183,7 @@ _RANGES = (
             "lr": (1e-4, 1e-2),  # Adam with a projection: AdamW's range
             "weight_decay": (1e-3, 1e-1),  # decoupled decay as in AdamW
         },
+        beta2=_ADAM_BETA2,
     ),
     SweepRanges(
         "sgdp",

@@ -4,25 +4,25 @@ Each entry is an :class:`OptimizerSpec` whose ``target`` is a lazy import path (
 importing this module imports no optimizer; the class is imported by :func:`create` (or
 :meth:`OptimizerSpec.load`) the first time it is needed.
 
-========  ==============================  =========================================
-name      target                          defaults passed by ``create``
-========  ==============================  =========================================
-adamw     torch.optim:AdamW               lr=1e-3, weight_decay=0.01
-adafactor torch.optim:Adafactor           (torch's: lr=1e-2, relative step cap)
-sgd       torch.optim:SGD                 lr=1e-2, momentum=0.9
-lion      precond.optim.lion:Lion         (class's: lr=1e-4, betas=(0.9, 0.99))
-soap      precond.optim.soap:SOAP         (class's: lr=3e-3, wd=0.01)
-shampoo   precond.optim.shampoo:Shampoo   (class's)
-muon      precond.optim.muon:Muon         scale="match_adamw", adam_lr_ratio=1, wd
-mfac      precond.optim.mfac:MFAC         (class's: lr=1e-3)
-conda     precond.optim.conda:Conda       update_proj_gap=50, wd=0.01
-dct_adamw precond.optim.dct:DCTAdamW      rank=0.25, wd=0.01
-trion     precond.optim.dct:Trion         rank=0.25, scale="match_adamw", adam_lr_ratio=1, wd
-adamp     precond.optim.adamp:AdamP       wd=0.01
-sgdp      precond.optim.adamp:SGDP        (class's: lr=0.1, momentum=0.9, nesterov)
-fismo     precond.optim.fismo:FISMO       scale="match_adamw", adam_lr_ratio=1, wd
-auon      precond.optim.auon:AuON         scale="match_adamw", adam_lr_ratio=1, wd
-========  ==============================  =========================================
+=========  ==============================  =========================================
+name       target                          defaults passed by ``create``
+=========  ==============================  =========================================
+adamw      torch.optim:AdamW               lr=1e-3, weight_decay=0.01
+adafactor  torch.optim:Adafactor           (torch's: lr=1e-2, relative step cap)
+sgd        torch.optim:SGD                 lr=1e-2, momentum=0.9
+lion       precond.optim.lion:Lion         (class's: lr=1e-4, betas=(0.9, 0.99))
+soap       precond.optim.soap:SOAP         (class's: lr=3e-3, wd=0.01)
+shampoo    precond.optim.shampoo:Shampoo   (class's)
+muon       precond.optim.muon:Muon         scale="match_adamw", adam_lr_ratio=1, wd
+mfac       precond.optim.mfac:MFAC         (class's: lr=1e-3)
+conda      precond.optim.conda:Conda       update_proj_gap=50, wd=0.01
+dct_adamw  precond.optim.dct:DCTAdamW      rank=0.25, wd=0.01
+trion      precond.optim.dct:Trion         rank=0.25, scale="match_adamw", adam_lr_ratio=1, wd
+adamp      precond.optim.adamp:AdamP       wd=0.01
+sgdp       precond.optim.adamp:SGDP        (class's: lr=0.1, momentum=0.9, nesterov)
+fismo      precond.optim.fismo:FISMO       scale="match_adamw", adam_lr_ratio=1, wd
+auon       precond.optim.auon:AuON         scale="match_adamw", adam_lr_ratio=1, wd
+=========  ==============================  =========================================
 
 How the benchmark tunes them (the sweep ranges and their history) is benchmark policy, kept next to the benchmark
 in :mod:`precond.bench.tuning`.
