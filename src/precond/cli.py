@@ -13,6 +13,7 @@ precond bench completion               # matrix completion vs cmfrec/SoftImpute:
 precond bench completion --full        # |Ω| 1e5..1e7 at k=32, k 8..128 at |Ω|=1e6, 600 s hard budget
 precond bench registration             # degenerate point-to-plane ICP: DCReg + baselines vs Open3D/small_gicp (2k pts)
 precond bench registration --full      # the same scenes at 10k points per cloud
+precond bench solvers                  # SOR ω tuners, DCDM vs CG/IC(0)/AMG, sketched LSQR (quick sizes)
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ ACTION_OPTIONS: dict[str, tuple[str, ...]] = {
     "ot": ("threads", "out"),
     "completion": ("threads", "out"),
     "registration": ("threads", "out"),
+    "solvers": ("threads", "out"),
 }
 
 
@@ -229,6 +231,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_registration_arguments(
         registration_parser, quick_default=True, out_default=Path(DEFAULT_OUT), shared_defaults=False
     )
+    from precond.bench.solvers.cli import add_arguments as add_solvers_arguments
+
+    solvers_parser = actions.add_parser(
+        "solvers",
+        help="linear solvers: SOR ω tuners (Learning to Relax), DCDM vs CG/IC(0)/AMG, sketched LSQR",
+        description="Linear solvers side by side: Tsallis-INF/ChebCB vs fixed and Young's ω (cumulative "
+        "iterations), DCDM vs CG, Jacobi-PCG, IC(0)-PCG and pyamg SA-PCG (iterations and wall-clock apart), "
+        "sketched LSQR vs scipy lsqr and numpy lstsq. Quick sizes by default, --full for the issue's.",
+    )
+    add_solvers_arguments(solvers_parser, quick_default=True, out_default=Path(DEFAULT_OUT), shared_defaults=False)
     return parser
 
 
@@ -488,6 +500,8 @@ def bench_ot(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         from precond.bench.completion import run_from_args
     elif args.action == "registration":
         from precond.bench.registration import run_from_args
+    elif args.action == "solvers":
+        from precond.bench.solvers.cli import run_from_args
     else:
         from precond.bench.ot import run_from_args
 
@@ -509,7 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     os.environ.setdefault("PYTHONHASHSEED", "0")
     given = _fill_defaults(parser, args)
-    if args.action in ("ot", "completion", "registration"):
+    if args.action in ("ot", "completion", "registration", "solvers"):
         return bench_ot(args, argv)
     if args.action == "report":
         return bench_report(args, given)

@@ -62,7 +62,9 @@ REGISTRATION = SourceSet(
         "bench/registration/run.py",
     ),
 )
-SOLVERS = SourceSet("solvers", ("linalg/**/*.py", "bench/solvers/problems.py"))
+SOLVERS = SourceSet(
+    "solvers", ("linalg/**/*.py", "linalg/learned/*.pt", "bench/solvers/problems.py", "bench/solvers/run.py")
+)
 AREAS: dict[str, SourceSet] = {s.name: s for s in (OPTIMIZER, OT, COMPLETION, REGISTRATION, SOLVERS)}
 #: Modules no area's figures depend on (storage, protocol, reporting, command line, environment record): editing
 #: them invalidates nothing. Every module of the package is in an area's sources or here (a test checks it).
@@ -89,6 +91,7 @@ UNHASHED = (
     "bench/registration/__init__.py",
     "bench/registration/cli.py",
     "bench/solvers/__init__.py",
+    "bench/solvers/cli.py",
 )
 
 

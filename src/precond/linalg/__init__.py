@@ -35,6 +35,8 @@ _LAZY = {
     "replay": "_tuner",
     "solve_sequence": "_tuner",
     "tsallis_probabilities": "_tuner",
+    "IC0": "_ic0",
+    "ic0": "_ic0",
     "BatchSolveResult": "_sor",
     "LstsqResult": "_lstsq",
     "SolveResult": "_sor",
@@ -49,6 +51,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from precond.linalg._ic0 import IC0, ic0
     from precond.linalg._lstsq import LstsqResult, lstsq
     from precond.linalg._sor import (
         BatchSolveResult,
@@ -89,6 +92,7 @@ __all__ = [
     "CHOL_REL_JITTER",
     "DEFAULT_GRID",
     "EIGH_REL_JITTER",
+    "IC0",
     "MUON_COEFFICIENTS",
     "BatchSolveResult",
     "BlockLayout",
@@ -110,6 +114,7 @@ __all__ = [
     "dct_rows",
     "eigh_robust",
     "gather_padded",
+    "ic0",
     "inverse_root",
     "jacobi_radius",
     "lstsq",

@@ -163,23 +163,23 @@ def _per_system(value: Any, B: int, name: str, default: float) -> np.ndarray:
 
 
 class _Work:
-    """Per-system parameters of the active set, compacted as systems finish."""
+    """Per-system parameters of the active set (compacted as systems finish, extended as new ones start)."""
 
     def __init__(self, fam: SparseFamily, omega: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> None:
         self.fam = fam
         self.omega, self.scale, self.shift = omega, scale, shift
         self.D = fam.diag[:, None] * scale + shift  # [n, B]
         self.Dw = self.D / omega
-        if not (self.D > 0).all():
-            j = int(np.flatnonzero((self.D <= 0).any(0))[0])
-            raise ValueError(
-                f"system {j} (scale={scale[j]:.3g}, shift={shift[j]:.3g}) has a diagonal entry ≤ 0: "
-                "scale·K + shift·I is not positive definite"
-            )
 
     def take(self, keep: np.ndarray) -> None:
         self.omega, self.scale, self.shift = self.omega[keep], self.scale[keep], self.shift[keep]
         self.D, self.Dw = self.D[:, keep], self.Dw[:, keep]
+
+    def extend(self, other: _Work) -> None:
+        self.omega = np.concatenate([self.omega, other.omega])
+        self.scale = np.concatenate([self.scale, other.scale])
+        self.shift = np.concatenate([self.shift, other.shift])
+        self.D, self.Dw = np.hstack([self.D, other.D]), np.hstack([self.Dw, other.Dw])
 
     def matvec(self, X: np.ndarray) -> np.ndarray:
         return (self.fam.K @ X) * self.scale + X * self.shift
@@ -195,6 +195,34 @@ class _Work:
         return Z * ((2 - self.omega) / self.omega)
 
 
+def _check_diagonal(fam: SparseFamily, scale: np.ndarray, shift: np.ndarray) -> None:
+    """Every ``scale_j·diag(K) + shift_j`` must be positive; it is linear in the diagonal entry, so checking the
+    smallest and the largest entry suffices (no ``[n, B]`` array)."""
+    lo, hi = float(fam.diag.min()), float(fam.diag.max())
+    bad = (scale * lo + shift <= 0) | (scale * hi + shift <= 0)
+    if bad.any():
+        j = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"system {j} (scale={scale[j]:.3g}, shift={shift[j]:.3g}) has a diagonal entry ≤ 0: "
+            "scale·K + shift·I is not positive definite"
+        )
+
+
+@dataclass
+class _Params:
+    """The per-system inputs of a batched solve (all ``B`` systems, in the level order of the family)."""
+
+    fam: SparseFamily
+    omega: np.ndarray
+    scale: np.ndarray
+    shift: np.ndarray
+    B: np.ndarray  # [n, B]
+    X: np.ndarray  # [n, B], overwritten with the solutions
+
+    def work(self, sel: np.ndarray) -> _Work:
+        return _Work(self.fam, self.omega[sel], self.scale[sel], self.shift[sel])
+
+
 def _setup(
     family: SparseFamily | Any,
     b: Any,
@@ -204,7 +232,7 @@ def _setup(
     x0: Any,
     tol: float,
     max_iter: int,
-) -> tuple[_Work, np.ndarray, np.ndarray]:
+) -> _Params:
     fam = family if isinstance(family, SparseFamily) else SparseFamily.build(family)
     _check_tol(tol, max_iter)
     Bm = as_rhs(b, fam.n, "b", batch=True)
@@ -213,120 +241,158 @@ def _setup(
         raise ValueError("`b` holds no right-hand sides (shape [0, n])")
     om = _per_system(omega, nb, "omega", 1.0)
     _check_omega(om)
-    work = _Work(fam, om, _per_system(scale, nb, "scale", 1.0), _per_system(shift, nb, "shift", 0.0))
+    sc, sh = _per_system(scale, nb, "scale", 1.0), _per_system(shift, nb, "shift", 0.0)
+    _check_diagonal(fam, sc, sh)
     X = np.zeros_like(Bm) if x0 is None else as_rhs(x0, fam.n, "x0", batch=True)
     if X.shape != Bm.shape:
         raise ValueError(f"`x0` must have the shape of `b` {Bm.shape}, got {X.shape}")
     p = fam.perm
-    return work, np.ascontiguousarray(Bm.T[p]), np.ascontiguousarray(X.T[p])
+    return _Params(fam, om, sc, sh, np.ascontiguousarray(Bm.T[p]), np.ascontiguousarray(X.T[p]))
 
 
-#: systems advanced together: chunks keep the working arrays ``[n, CHUNK]`` in cache
+#: systems advanced together: the working arrays ``[n, CHUNK]`` stay in cache
 CHUNK = 1024
+#: the working set is refilled from the queue once this many of its slots are free
+REFILL = CHUNK // 8
+
+
+class _Active:
+    """The systems being iterated: their global indices, iteration counts and iterates (columns)."""
+
+    def __init__(self, prm: _Params, sel: np.ndarray, method: str) -> None:
+        self.idx = sel
+        self.k = np.zeros(sel.size, dtype=np.int64)
+        self.work = prm.work(sel)
+        self.X, self.B = prm.X[:, sel], prm.B[:, sel]
+        self.R = self.B - self.work.matvec(self.X)
+        self.rn = np.linalg.norm(self.R, axis=0)
+        self.ref = self.rn.copy() if method == "sor" else np.linalg.norm(self.B, axis=0)
+        self.breakdown = np.zeros(sel.size, dtype=bool)
+        self.alive = np.ones(sel.size, dtype=bool)
+        self.pcg = method == "ssor_pcg"
+        if self.pcg:
+            self.Z = self.work.ssor(self.R)
+            self.P = self.Z.copy()
+            self.rz = (self.R * self.Z).sum(0)
+
+    _COLUMNS = ("X", "B", "R", "Z", "P")
+    _ENTRIES = ("idx", "k", "rn", "ref", "breakdown", "alive", "rz")
+
+    def _fields(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        cols = self._COLUMNS if self.pcg else self._COLUMNS[:3]
+        ents = self._ENTRIES if self.pcg else self._ENTRIES[:6]
+        return cols, ents
+
+    def take(self, keep: np.ndarray) -> None:
+        cols, ents = self._fields()
+        for name in cols:
+            setattr(self, name, getattr(self, name)[:, keep])
+        for name in ents:
+            setattr(self, name, getattr(self, name)[keep])
+        self.work.take(keep)
+
+    def extend(self, other: _Active) -> None:
+        cols, ents = self._fields()
+        for name in cols:
+            setattr(self, name, np.hstack([getattr(self, name), getattr(other, name)]))
+        for name in ents:
+            setattr(self, name, np.concatenate([getattr(self, name), getattr(other, name)]))
+        self.work.extend(other.work)
+
+    def retire(self, stop: np.ndarray) -> None:
+        """Mark stopped systems dead without moving the others: their iterate, right-hand side, residual and
+        directions become zero, so further steps keep them at zero (finite) until the next :meth:`take` drops
+        them."""
+        self.alive = self.alive & ~stop
+        self.X[:, stop] = 0.0
+        self.B[:, stop] = 0.0
+        self.R[:, stop] = 0.0
+        self.rn[stop] = 0.0
+        if self.pcg:
+            self.Z[:, stop] = 0.0
+            self.P[:, stop] = 0.0
+            self.rz[stop] = 0.0
+
+    @property
+    def size(self) -> int:
+        return int(self.idx.size)
 
 
 def _run(
-    work: _Work,
-    B: np.ndarray,
-    X: np.ndarray,
+    prm: _Params,
     *,
     method: str,
     tol: float,
     max_iter: int,
     history: list[np.ndarray] | None,
 ) -> BatchSolveResult:
-    """:func:`_run_chunk` on chunks of :data:`CHUNK` systems (independent), results in input order."""
-    nb = B.shape[1]
-    if nb <= CHUNK:
-        return _run_chunk(work, B, X, method=method, tol=tol, max_iter=max_iter, history=history)
-    parts = []
-    for lo in range(0, nb, CHUNK):
-        sel = np.arange(lo, min(lo + CHUNK, nb))
-        sub = _Work(work.fam, work.omega[sel], work.scale[sel], work.shift[sel])
-        parts.append(_run_chunk(sub, B[:, sel], X[:, sel], method=method, tol=tol, max_iter=max_iter, history=None))
-    return BatchSolveResult(
-        np.concatenate([p.solution for p in parts]),
-        np.concatenate([p.iterations for p in parts]),
-        np.concatenate([p.residual_norm for p in parts]),
-        tuple(s for p in parts for s in p.status),
-        method,
-    )
+    """The batched loop of both methods on ``[n, ·]`` columns, results in input order.
 
-
-def _run_chunk(
-    work: _Work,
-    B: np.ndarray,
-    X: np.ndarray,
-    *,
-    method: str,
-    tol: float,
-    max_iter: int,
-    history: list[np.ndarray] | None,
-) -> BatchSolveResult:
-    """The batched loop of both methods on ``[n, B]`` columns; converged systems leave the working set."""
-    nb = B.shape[1]
+    At most :data:`CHUNK` systems are advanced together; a system leaves the working set when it stops and
+    queued systems take the free slots (continuous batching), so the sweeps run are about
+    ``Σ iterations / CHUNK`` plus the longest single solve, not ``max iterations`` per chunk.  The systems are
+    independent: each one's iterates are those of its own solve."""
+    nb = prm.B.shape[1]
     iters = np.zeros(nb, dtype=np.int64)
     final = np.zeros(nb)
     status = np.array(["max_iter"] * nb, dtype=object)
-    idx = np.arange(nb)
-    Xa, Ba = X, B
-    R = Ba - work.matvec(Xa)
-    rn = np.linalg.norm(R, axis=0)
-    ref = rn.copy() if method == "sor" else np.linalg.norm(Ba, axis=0)
-    pcg = method == "ssor_pcg"
-    breakdown = np.zeros(nb, dtype=bool)
-    if pcg:
-        Z = work.ssor(R)
-        P = Z.copy()
-        rz = (R * Z).sum(0)
-    k = 0
+    nxt = min(CHUNK, nb)
+    act = _Active(prm, np.arange(nxt), method)
+    fresh = True  # the working set holds systems not yet checked at their current iterate
     while True:
-        rel = relative(rn, ref)
-        if history is not None:
+        rel = relative(act.rn, act.ref)
+        if history is not None and fresh:
             row = np.full(nb, np.nan)
-            row[idx] = rel
+            row[act.idx] = rel
             history.append(row)
         done = rel <= tol
         bad = ~np.isfinite(rel)
         div = rel > DIVERGED
-        brk = ~done & ~bad & breakdown
-        stop = done | bad | div | brk | (k >= max_iter)
+        brk = ~done & ~bad & act.breakdown
+        stop = act.alive & (done | bad | div | brk | (act.k >= max_iter))
         if stop.any():
-            s = idx[stop]
-            X[:, s] = Xa[:, stop]
-            iters[s] = k
+            s = act.idx[stop]
+            prm.X[:, s] = act.X[:, stop]
+            iters[s] = act.k[stop]
             final[s] = rel[stop]
-            status[idx[done]] = "converged"
-            status[idx[~done & div & ~bad]] = "diverged"
-            status[idx[~done & brk & ~div & ~bad]] = "breakdown"
-            status[idx[bad]] = "nonfinite"
-            keep = ~stop
-            if not keep.any():
-                break
-            idx, Xa, Ba, R, rn, ref = idx[keep], Xa[:, keep], Ba[:, keep], R[:, keep], rn[keep], ref[keep]
-            breakdown = breakdown[keep]
-            work.take(keep)
-            if pcg:
-                Z, P, rz = Z[:, keep], P[:, keep], rz[keep]
-        k += 1
-        if not pcg:
-            Xa = Xa + work.sor_step(R)
-            R = Ba - work.matvec(Xa)
+            status[act.idx[stop & done]] = "converged"
+            status[act.idx[stop & ~done & div & ~bad]] = "diverged"
+            status[act.idx[stop & ~done & brk & ~div & ~bad]] = "breakdown"
+            status[act.idx[stop & bad]] = "nonfinite"
+            act.retire(stop)
+        dead = act.size - int(act.alive.sum())
+        if dead and (dead >= REFILL or 2 * dead >= act.size):
+            act.take(act.alive)
+        free = CHUNK - act.size
+        if nxt < nb and (free >= min(REFILL, nb - nxt) or act.size == 0):
+            sel = np.arange(nxt, min(nxt + free, nb))
+            nxt = int(sel[-1]) + 1
+            act.extend(_Active(prm, sel, method))
+            fresh = False  # the new systems are checked at the top before they are stepped
+            continue
+        if act.size == 0:
+            break
+        fresh = True
+        act.k += 1
+        work = act.work
+        if not act.pcg:
+            act.X = act.X + work.sor_step(act.R)
+            act.R = act.B - work.matvec(act.X)
         else:
-            AP = work.matvec(P)
-            pap = (P * AP).sum(0)
-            breakdown = ~(pap > 0)
-            alpha = np.where(breakdown, 0.0, rz / np.where(breakdown, 1.0, pap))
-            Xa = Xa + alpha * P
-            R = R - alpha * AP
-            Z = work.ssor(R)
-            rz_new = (R * Z).sum(0)
-            beta = np.where(rz != 0, rz_new / np.where(rz != 0, rz, 1.0), 0.0)
-            P = Z + beta * P
-            rz = rz_new
-        rn = np.linalg.norm(R, axis=0)
-    out = np.empty_like(X)
-    out[work.fam.perm] = X
+            AP = work.matvec(act.P)
+            pap = (act.P * AP).sum(0)
+            act.breakdown = ~(pap > 0)
+            alpha = np.where(act.breakdown, 0.0, act.rz / np.where(act.breakdown, 1.0, pap))
+            act.X = act.X + alpha * act.P
+            act.R = act.R - alpha * AP
+            act.Z = work.ssor(act.R)
+            rz_new = (act.R * act.Z).sum(0)
+            beta = np.where(act.rz != 0, rz_new / np.where(act.rz != 0, act.rz, 1.0), 0.0)
+            act.P = act.Z + beta * act.P
+            act.rz = rz_new
+        act.rn = np.linalg.norm(act.R, axis=0)
+    out = np.empty_like(prm.X)
+    out[prm.fam.perm] = prm.X
     return BatchSolveResult(np.ascontiguousarray(out.T), iters, final, tuple(status.tolist()), method)
 
 
@@ -354,8 +420,8 @@ def sor_batch(
         tol: relative tolerance ``≥ 0``; max_iter: sweeps per system.
         x0: ``[B, n]`` starting points (default zero).
     """
-    work, B, X = _setup(A, b, omega, scale, shift, x0, tol, max_iter)
-    return _run(work, B, X, method="sor", tol=tol, max_iter=max_iter, history=None)
+    prm = _setup(A, b, omega, scale, shift, x0, tol, max_iter)
+    return _run(prm, method="sor", tol=tol, max_iter=max_iter, history=None)
 
 
 def ssor_pcg_batch(
@@ -371,8 +437,8 @@ def ssor_pcg_batch(
 ) -> BatchSolveResult:
     """SSOR-preconditioned CG on ``B`` systems ``(scale_j A + shift_j I) x_j = b_j`` (arguments as
     :func:`sor_batch`); stops system ``j`` when ``‖b_j − A_j x_j‖₂ ≤ tol·‖b_j‖₂`` (MATLAB ``pcg``'s rule)."""
-    work, B, X = _setup(A, b, omega, scale, shift, x0, tol, max_iter)
-    return _run(work, B, X, method="ssor_pcg", tol=tol, max_iter=max_iter, history=None)
+    prm = _setup(A, b, omega, scale, shift, x0, tol, max_iter)
+    return _run(prm, method="ssor_pcg", tol=tol, max_iter=max_iter, history=None)
 
 
 def _single(method: str, A: Any, b: Any, omega: float, tol: float, max_iter: int, x0: Any) -> SolveResult:
@@ -383,9 +449,9 @@ def _single(method: str, A: Any, b: Any, omega: float, tol: float, max_iter: int
         shape = tuple(b.shape) if hasattr(b, "shape") else np.shape(b)
         if len(shape) != 1:
             raise ValueError(f"`b` must be a vector of length {fam.n}, got shape {shape}; use sor_batch for [B, n]")
-    work, Bm, X = _setup(fam, b, omega, None, None, None if x0 is None else as_rhs(x0, fam.n, "x0"), tol, max_iter)
+    prm = _setup(fam, b, omega, None, None, None if x0 is None else as_rhs(x0, fam.n, "x0"), tol, max_iter)
     hist: list[np.ndarray] = []
-    res = _run(work, Bm, X, method=method, tol=tol, max_iter=max_iter, history=hist)
+    res = _run(prm, method=method, tol=tol, max_iter=max_iter, history=hist)
     return SolveResult(
         solution=from_numpy_like(res.solution[0], b),
         iterations=int(res.iterations[0]),

@@ -12,9 +12,12 @@ import scipy.sparse as sp
 __all__ = [
     "HeatSequence",
     "ShiftedSequence",
+    "divergence_rhs",
+    "fill_pockets",
     "heat_sequence",
     "ill_conditioned",
     "laplacian_2d",
+    "obstacle_mask",
     "shifted_laplacian_sequence",
     "truncated_normal",
 ]
@@ -114,3 +117,52 @@ def ill_conditioned(
     A = (U * sigma) @ V.T
     b = A @ rng.standard_normal(cols) + noise * rng.standard_normal(rows)
     return A, b
+
+
+def fill_pockets(mask: np.ndarray) -> np.ndarray:
+    """``mask`` with the fluid cells that do not reach the domain boundary through fluid made solid."""
+    from scipy import ndimage
+
+    labels, _ = ndimage.label(mask)
+    edge = np.zeros_like(mask)
+    edge[0, :] = edge[-1, :] = edge[:, 0] = edge[:, -1] = True
+    out: np.ndarray = mask & np.isin(labels, np.unique(labels[edge & mask]))
+    return out
+
+
+def obstacle_mask(m: int, seed: int = 0, obstacles: int = 6, size: tuple[int, int] = (2, 8)) -> np.ndarray:
+    """A fluid mask ``[m, m]`` (True = fluid) with ``obstacles`` random solid rectangles of side lengths in
+    ``size`` (in cells, scaled with ``m/32``), trapped pockets filled: the DCDM problems (2-D smoke-like domains
+    with solid obstacles)."""
+    rng = np.random.default_rng(seed)
+    mask = np.ones((m, m), dtype=bool)
+    lo, hi = (max(1, round(v * m / 32)) for v in size)
+    hs, ws = rng.integers(lo, hi + 1, (2, obstacles))
+    i0 = rng.integers(1, m - hs, obstacles)
+    j0 = rng.integers(1, m - ws, obstacles)
+    for a, b, h, w in zip(i0, j0, hs, ws, strict=True):  # a handful of rectangles
+        mask[a : a + h, b : b + w] = False
+    return fill_pockets(mask)
+
+
+def divergence_rhs(mask: np.ndarray, count: int, seed: int = 0, smooth: float = 2.0) -> np.ndarray:
+    """Right-hand sides ``[count, n]`` from the physics distribution: the divergence of random smooth velocity
+    fields on the MAC grid (faces), zero normal velocity on solid walls, on the fluid cells in row-major order."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    H, W = mask.shape
+    u = ndimage.gaussian_filter(rng.standard_normal((count, H, W + 1)), (0, smooth, smooth))
+    v = ndimage.gaussian_filter(rng.standard_normal((count, H + 1, W)), (0, smooth, smooth))
+    solid = ~mask
+    u_wall = np.zeros((H, W + 1), dtype=bool)
+    u_wall[:, 1:] |= solid
+    u_wall[:, :-1] |= solid
+    v_wall = np.zeros((H + 1, W), dtype=bool)
+    v_wall[1:, :] |= solid
+    v_wall[:-1, :] |= solid
+    u[:, u_wall] = 0.0
+    v[:, v_wall] = 0.0
+    div = u[:, :, 1:] - u[:, :, :-1] + v[:, 1:, :] - v[:, :-1, :]
+    out: np.ndarray = div[:, mask]
+    return out

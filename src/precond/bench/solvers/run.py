@@ -1,0 +1,235 @@
+"""The solvers benchmark (issue 16): three parts, one run, side by side.
+
+1. Learning to Relax: Tsallis-INF and ChebCB against fixed ω (1.0 … 1.8), Young's ω* and the instance-optimal ω
+   on the synthetic shifted-Laplacian sequence (high variance, tol 1e-8): cumulative SOR iterations vs instance
+   (plotted), from the cost table of every grid ω on every instance.
+2. DCDM against CG, Jacobi-PCG, IC(0)-PCG and pyamg smoothed-aggregation PCG on pressure-Poisson grids with
+   obstacles (32² and 64², unseen layouts, divergence right-hand sides, tol 1e-6): iterations and wall-clock
+   (setup and solve) reported separately.
+3. Sketched LSQR against ``scipy.sparse.linalg.lsqr`` and ``numpy.linalg.lstsq`` on tall ill-conditioned
+   problems (20000×200 and 100000×500; cond 1e8): iterations, seconds, relative error to the direct solution.
+
+Wall-clock is measured in-process with ``time.perf_counter`` after a warm-up; run it on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from precond.bench import versions
+from precond.bench.solvers.problems import (
+    divergence_rhs,
+    ill_conditioned,
+    obstacle_mask,
+    shifted_laplacian_sequence,
+)
+
+__all__ = ["DEFAULT_OUT", "dcdm_part", "lstsq_part", "relax_part", "run_benchmark"]
+
+DEFAULT_OUT = Path("precond-bench-results")
+
+
+def relax_part(T: int, seeds: int = 3) -> dict[str, Any]:
+    """Cumulative iterations per instance of every comparator (part 1)."""
+    import scipy.sparse as sp
+
+    from precond.linalg import DEFAULT_GRID, ChebCB, SparseFamily, TsallisINF, replay, sor_batch, young_omega
+
+    seq = shifted_laplacian_sequence(T, "high", seed=0)
+    fam = SparseFamily.build(seq.K)
+    d = DEFAULT_GRID.size
+    res = sor_batch(fam, np.repeat(seq.b, d, 0), np.tile(DEFAULT_GRID, T), shift=np.repeat(seq.shifts, d), tol=1e-8)
+    C = res.iterations.reshape(T, d).astype(float)
+    rows = np.arange(T)
+    omega_star = np.array([young_omega(seq.K + c * sp.eye_array(seq.K.shape[0])) for c in seq.shifts[:1]])
+    beta = 4 * np.cos(np.pi / 11) / (4 + seq.shifts)  # Young's ω* of K + cI in closed form (β = ρ_J(K)·4/(4+c))
+    star = 1 + (beta / (1 + np.sqrt(1 - beta**2))) ** 2
+    assert abs(star[0] - omega_star[0]) < 1e-9
+    young = sor_batch(fam, seq.b, star, shift=seq.shifts, tol=1e-8).iterations.astype(float)
+    curves: dict[str, np.ndarray] = {f"ω={w:.2f}": C[:, j] for j, w in enumerate(DEFAULT_GRID) if j % 4 == 0}
+    curves["best fixed ω"] = C[:, int(np.argmin(C.sum(0)))]
+    curves["Young ω*"] = young
+    curves["instance-optimal"] = C.min(1)
+    curves["Tsallis-INF"] = np.mean([C[rows, replay(TsallisINF(seed=s), C)] for s in range(seeds)], 0)
+    curves["ChebCB"] = np.mean([C[rows, replay(ChebCB((-0.15, 0.45), seed=s), C, seq.shifts)] for s in range(seeds)], 0)
+    return {
+        "T": T,
+        "best_fixed_omega": float(DEFAULT_GRID[int(np.argmin(C.sum(0)))]),
+        "mean_iterations": {k: float(v.mean()) for k, v in curves.items()},
+        "cumulative": {k: np.cumsum(v).tolist() for k, v in curves.items()},
+    }
+
+
+def _timed(fn: Callable[[], Any], repeats: int) -> tuple[Any, float]:
+    fn()  # warm-up
+    best = float("inf")
+    out = None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return out, best
+
+
+def dcdm_part(sizes: tuple[int, ...], rhs: int, repeats: int) -> list[dict[str, Any]]:
+    """Iterations and seconds (setup, solve) of every method per grid size (part 2)."""
+    from precond.linalg.learned import pretrained
+
+    net = pretrained()
+    return [row for m in sizes for row in _dcdm_size(m, net, rhs, repeats)]
+
+
+def _dcdm_size(m: int, net: Any, rhs: int, repeats: int) -> list[dict[str, Any]]:
+    import pyamg
+    import torch
+
+    from precond.linalg import pcg
+    from precond.linalg._ic0 import ic0
+    from precond.linalg.learned import PoissonGrid, dcdm
+
+    grid = PoissonGrid.build(obstacle_mask(m, seed=7))  # a layout not used in training
+    A = grid.matrix()
+    At = torch.sparse_csr_tensor(
+        torch.from_numpy(A.indptr), torch.from_numpy(A.indices), torch.from_numpy(A.data), A.shape
+    )
+    B = divergence_rhs(grid.mask, rhs, seed=11)
+
+    def cg_all(pre: Any) -> list[int]:
+        its = []
+        for b in B:
+            _, info = pcg(lambda v: At @ v, torch.from_numpy(b), pre, tol=1e-6, max_iter=10 * grid.n)
+            its.append(info.iterations)
+        return its
+
+    def ic0_pre() -> Any:
+        f = ic0(A)
+        return lambda r: torch.from_numpy(f.solve(r.numpy()))
+
+    def amg_pre() -> Any:
+        ml = pyamg.smoothed_aggregation_solver(A).aspreconditioner()
+        return lambda r: torch.from_numpy(ml @ r.numpy())
+
+    setups: dict[str, Callable[[], Any]] = {
+        "CG": lambda: None,
+        "Jacobi-PCG": lambda: torch.from_numpy(1 / A.diagonal()),
+        "IC(0)-PCG": ic0_pre,
+        "pyamg SA-PCG": amg_pre,
+    }
+    rows = []
+    for name, setup in setups.items():
+        pre, setup_s = _timed(setup, repeats)
+        its, solve_s = _timed(functools.partial(cg_all, pre), repeats)
+        rows.append(_dcdm_row(m, grid.n, name, its, setup_s, solve_s / rhs))
+
+    def dcdm_all() -> list[int]:
+        return [dcdm(A, b, net, grid, tol=1e-6).iterations for b in B]
+
+    its, solve_s = _timed(dcdm_all, repeats)
+    rows.append(_dcdm_row(m, grid.n, "DCDM (shipped net)", its, 0.0, solve_s / rhs))
+    return rows
+
+
+def _dcdm_row(m: int, n: int, name: str, its: list[int], setup: float, solve: float) -> dict[str, Any]:
+    return {"grid": m, "n": n, "method": name, "iterations": float(np.mean(its)), "setup_s": setup, "solve_s": solve}
+
+
+def lstsq_part(shapes: tuple[tuple[int, int], ...], cond: float, repeats: int) -> list[dict[str, Any]]:
+    """Iterations, seconds and error against the direct solution per problem (part 3)."""
+    return [row for shape in shapes for row in _lstsq_shape(shape, cond, repeats)]
+
+
+def _lstsq_shape(shape: tuple[int, int], cond: float, repeats: int) -> list[dict[str, Any]]:
+    import scipy.sparse.linalg as spla
+
+    from precond.linalg import lstsq
+
+    A, b = ill_conditioned(shape[0], shape[1], cond, seed=0)
+    ref, ref_s = _timed(lambda: np.linalg.lstsq(A, b, rcond=None)[0], repeats)
+    scale = float(np.linalg.norm(ref))
+    rows: list[dict[str, Any]] = [
+        {"shape": list(shape), "method": "numpy lstsq", "iterations": None, "seconds": ref_s, "rel_error": 0.0}
+    ]
+    out, s = _timed(lambda: lstsq(A, b, method="sketch_lsqr"), repeats)
+    err = float(np.linalg.norm(np.asarray(out.solution) - ref)) / scale
+    rows.append(
+        {
+            "shape": list(shape),
+            "method": "precond sketch_lsqr",
+            "iterations": int(out.iterations),
+            "seconds": s,
+            "rel_error": err,
+        }
+    )
+    res, s = _timed(lambda: spla.lsqr(A, b, atol=1e-14, btol=1e-14, iter_lim=20 * shape[1]), repeats)
+    err = float(np.linalg.norm(res[0] - ref)) / scale
+    rows.append(
+        {"shape": list(shape), "method": "scipy lsqr", "iterations": int(res[2]), "seconds": s, "rel_error": err}
+    )
+    return rows
+
+
+def _plot(relax: dict[str, Any], path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for k, v in relax["cumulative"].items():
+        ax.plot(np.arange(1, len(v) + 1), v, label=k)
+    ax.set_xlabel("instance")
+    ax.set_ylabel("cumulative SOR iterations")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def run_benchmark(*, quick: bool, out: Path = DEFAULT_OUT, command: str = "", threads: int = 1) -> dict[str, Any]:
+    """All three parts; prints tables, writes ``solvers[_quick].{json,png}``."""
+    import torch
+
+    from precond.bench.environment import machine_record
+
+    torch.set_num_threads(threads)
+    start = machine_record(("precond", "numpy", "scipy", "torch", "pyamg"))
+    relax = relax_part(200 if quick else 5000, seeds=1 if quick else 10)
+    print("Learning to Relax (high variance, mean SOR iterations per instance):")
+    for k, v in relax["mean_iterations"].items():
+        print(f"  {k:<20}{v:10.1f}")
+    dc = dcdm_part((32,) if quick else (32, 64), rhs=2 if quick else 10, repeats=1 if quick else 3)
+    print(f"\n{'grid':>5}{'method':>22}{'iters':>9}{'setup ms':>10}{'solve ms':>10}")
+    for r in dc:
+        ms = f"{1e3 * r['setup_s']:>10.2f}{1e3 * r['solve_s']:>10.2f}"
+        print(f"{r['grid']:>5}{r['method']:>22}{r['iterations']:>9.1f}{ms}")
+    shapes = ((2000, 50),) if quick else ((20000, 200), (100000, 500))
+    ls = lstsq_part(shapes, 1e8, repeats=1 if quick else 3)
+    print(f"\n{'shape':>14}{'method':>22}{'iters':>7}{'seconds':>10}{'rel err':>10}")
+    for r in ls:
+        its = "-" if r["iterations"] is None else str(r["iterations"])
+        print(f"{tuple(r['shape'])!s:>14}{r['method']:>22}{its:>7}{r['seconds']:>10.4f}{r['rel_error']:>10.1e}")
+    stem = "solvers_quick" if quick else "solvers"
+    out.mkdir(parents=True, exist_ok=True)
+    png = _plot(relax, out / f"{stem}.png")
+    meta = {
+        "quick": quick,
+        "command": command,
+        "threads": threads,
+        **{k: start[k] for k in ("machine", "cpu_count", "load_average", "python", "versions")},
+        "code_version": versions.code_version("solvers"),
+    }
+    payload = {"meta": meta, "relax": relax, "dcdm": dc, "lstsq": ls, "plot": png.name if png else None}
+    (out / f"{stem}.json").write_text(json.dumps(payload, indent=1))
+    print(f"\nrecord: {out / f'{stem}.json'}" + (f"\nplot: {png}" if png else ""))
+    return payload

@@ -1,0 +1,175 @@
+"""DCDM pieces: the Poisson-with-obstacles operator (stencil = sparse matrix, SPD), IC(0) against a dense
+textbook IC(0), the Ritz right-hand sides, the line-search loss against its closed form, the solver loop (A-norm
+error monotone for any network; exact in one step when the network returns A⁻¹r), save/load, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+import torch
+
+from precond.bench.solvers.problems import divergence_rhs, fill_pockets, laplacian_2d, obstacle_mask
+from precond.linalg._ic0 import ic0
+from precond.linalg.learned import (
+    DirectionNet,
+    PoissonGrid,
+    dcdm,
+    lanczos_ritz,
+    line_search_loss,
+    load_direction_net,
+    ritz_rhs,
+    save_direction_net,
+)
+
+
+def dense_ic0(A: np.ndarray) -> np.ndarray:
+    """Textbook IC(0) (Golub & Van Loan Alg. 11.5.1 restricted to the pattern of A), row by row: lower L."""
+    n = A.shape[0]
+    L = np.tril(A).astype(float)
+    pattern = A != 0
+    for k in range(n):
+        L[k, k] = np.sqrt(L[k, k])
+        for i in range(k + 1, n):
+            if pattern[i, k]:
+                L[i, k] /= L[k, k]
+        for j in range(k + 1, n):
+            for i in range(j, n):
+                if pattern[i, j] and pattern[i, k] and pattern[j, k]:
+                    L[i, j] -= L[i, k] * L[j, k]
+    return L
+
+
+@pytest.fixture(scope="module")
+def grid() -> PoissonGrid:
+    return PoissonGrid.build(obstacle_mask(16, seed=3, obstacles=4))
+
+
+def test_grid_operator_stencil_matches_matrix_and_is_spd(grid: PoissonGrid) -> None:
+    A = grid.matrix()
+    assert abs(A - A.T).max() == 0
+    assert np.linalg.eigvalsh(A.toarray())[0] > 1e-3
+    x = np.random.default_rng(0).standard_normal((3, grid.n))
+    got = grid.from_grid(grid.apply(grid.to_grid(torch.from_numpy(x)))).numpy()
+    np.testing.assert_allclose(got, (A @ x.T).T, rtol=0, atol=1e-12)
+    # no obstacles: the Dirichlet 5-point Laplacian
+    full = PoissonGrid.build(np.ones((6, 6), dtype=bool)).matrix()
+    assert abs(full - laplacian_2d(6)).max() == 0
+
+
+def test_ic0_equals_dense_textbook_ic0(grid: PoissonGrid) -> None:
+    A = grid.matrix()
+    f = ic0(A)
+    L = dense_ic0(A.toarray())
+    np.testing.assert_allclose(f.matrix().toarray()[np.tril(A.toarray()) != 0], (L @ L.T)[np.tril(A.toarray()) != 0])
+    np.testing.assert_allclose(f.matrix().toarray(), L @ L.T, atol=1e-12)
+    r = np.random.default_rng(1).standard_normal((grid.n, 2))
+    np.testing.assert_allclose(f.solve(r), np.linalg.solve(L @ L.T, r), rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="triangles"):
+        ic0(sp.csr_array(np.array([[4.0, -1, -1], [-1, 4, -1], [-1, -1, 4]])))
+
+
+def test_ritz_vectors_and_rhs(grid: PoissonGrid) -> None:
+    A = grid.matrix()
+    theta, V = lanczos_ritz(A, grid.n)  # full Lanczos (to an invariant subspace): exact eigenpairs
+    m = theta.size
+    assert m > grid.n // 2
+    ev = np.linalg.eigvalsh(A.toarray())
+    assert np.abs(theta[:, None] - ev[None, :]).min(1).max() < 1e-8
+    np.testing.assert_allclose(V.T @ V, np.eye(m), atol=1e-8)
+    np.testing.assert_allclose(A @ V, V * theta, atol=1e-8)
+    R = ritz_rhs(V, 50, seed=0)
+    np.testing.assert_allclose(np.linalg.norm(R, axis=1), 1.0)
+    low = ((R @ V[:, : m // 2 + m // 20]) ** 2).sum(1)  # the scaled low part: 81× the weight per vector
+    ratio = low.sum() / (1 - low).sum()
+    assert 40 < ratio < 250  # expected 81 · (m/2 + θ) / (m/2 − θ) ≈ 98
+
+
+def test_line_search_loss_closed_form(grid: PoissonGrid) -> None:
+    net = DirectionNet(channels=4, fine=2, coarse=1, post=1).double()
+    r = grid.to_grid(torch.from_numpy(np.random.default_rng(2).standard_normal((2, grid.n))))
+    got = float(line_search_loss(net, grid, r).detach())
+    A = grid.matrix()
+    f = grid.from_grid(net(r, torch.from_numpy(grid.mask)[None, None])).detach().numpy()
+    rv = grid.from_grid(r).numpy()
+    want = np.mean([np.sum((ri - (ri @ fi) / (fi @ A @ fi) * (A @ fi)) ** 2) for ri, fi in zip(rv, f, strict=True)])
+    assert got == pytest.approx(want, rel=1e-10)
+
+
+class _Exact(DirectionNet):
+    """A "network" returning A⁻¹ r (DCDM is then exact in one step)."""
+
+    def __init__(self, grid: PoissonGrid) -> None:
+        super().__init__(channels=1, fine=1, coarse=1, post=1)
+        self.g, self.lu = grid, spla.splu(sp.csc_array(grid.matrix()))
+
+    def forward(self, r: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        v = self.g.from_grid(r).double().numpy()[0]
+        return self.g.to_grid(torch.from_numpy(self.lu.solve(v))).float()
+
+
+def test_dcdm_exact_direction_converges_in_one_step(grid: PoissonGrid) -> None:
+    A = grid.matrix()
+    b = divergence_rhs(grid.mask, 1, seed=0)[0]
+    res = dcdm(A, b, _Exact(grid), grid, tol=1e-6)
+    assert res.converged and res.iterations == 1 and res.residual_norm < 1e-6
+
+
+def test_dcdm_a_norm_error_is_monotone_for_any_network(grid: PoissonGrid) -> None:
+    A = grid.matrix()
+    b = divergence_rhs(grid.mask, 1, seed=1)[0]
+    xs = spla.spsolve(sp.csc_array(A), b)
+    errs: list[float] = []
+
+    def record(x: np.ndarray) -> None:
+        e = x - xs
+        errs.append(float(e @ (A @ e)))
+
+    torch.manual_seed(0)
+    res = dcdm(A, b, DirectionNet(channels=4, fine=2, coarse=1, post=1), grid, tol=1e-6, max_iter=60, callback=record)
+    assert res.iterations == len(errs) > 5
+    e0 = float(xs @ (A @ xs))
+    seq = np.array([e0, *errs])
+    assert (np.diff(seq) <= 1e-12 * e0).all() and seq[1] < 0.99 * e0  # an untrained net stalls, but never climbs
+    np.testing.assert_allclose(res.history[0], 1.0)
+
+
+def test_save_load_round_trip(tmp_path: Path, grid: PoissonGrid) -> None:
+    torch.manual_seed(1)
+    net = DirectionNet(channels=4, fine=2, coarse=2, post=1)
+    path = tmp_path / "net.pt"
+    save_direction_net(net, path, note="test")
+    back = load_direction_net(path)
+    assert back.config == net.config
+    r = grid.to_grid(torch.ones(grid.n))
+    m = torch.from_numpy(grid.mask)[None, None]
+    torch.testing.assert_close(back(r, m), net(r, m).detach())
+    with pytest.raises(FileNotFoundError, match="checkpoint"):
+        load_direction_net(tmp_path / "missing.pt")
+
+
+def test_learned_bad_input(grid: PoissonGrid) -> None:
+    trapped = np.ones((8, 8), dtype=bool)
+    trapped[2:7, 2] = trapped[2:7, 6] = trapped[2, 2:7] = trapped[6, 2:7] = False
+    with pytest.raises(ValueError, match="do not reach"):
+        PoissonGrid.build(trapped)
+    assert PoissonGrid.build(fill_pockets(trapped)).n == trapped.sum() - 9
+    with pytest.raises(ValueError, match="boolean"):
+        PoissonGrid.build(np.ones((4, 4)))
+    A = grid.matrix()
+    net = DirectionNet(channels=2, fine=1, coarse=1, post=1)
+    with pytest.raises(ValueError, match="fluid cells"):
+        dcdm(laplacian_2d(3), np.ones(9), net, grid)
+    with pytest.raises(ValueError, match="shape"):
+        dcdm(A, np.ones(grid.n + 1), net, grid)
+    with pytest.raises(ValueError, match="NaN"):
+        dcdm(A, np.full(grid.n, np.nan), net, grid)
+    with pytest.raises(TypeError, match="DirectionNet"):
+        dcdm(A, np.ones(grid.n), object(), grid)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="channels"):
+        DirectionNet(channels=0)
+    with pytest.raises(ValueError, match="even"):
+        net(torch.ones(1, 1, 5, 5), torch.ones(1, 1, 5, 5))
