@@ -101,7 +101,6 @@ def soap_block_step_(
     if refresh:
         news: list[torch.Tensor | None] = []
         changed: torch.Tensor | None = None  # members with at least one recomputed basis (None: all)
-        partial = False
         for factor, basis in zip(factors, bases, strict=True):
             if factor is None or basis is None:
                 news.append(None)
@@ -110,17 +109,16 @@ def soap_block_step_(
             fallbacks.add_(out.failed)
             if out.refreshed is not None:
                 changed = out.refreshed if changed is None else changed | out.refreshed
-                partial = True
                 if not bool(out.refreshed.any()):  # host sync (the refresh already synced): nothing moved
                     news.append(None)
                     continue
             news.append(out.basis)
         moved = change_basis(exp_avg, bases, news)
         if moved is not exp_avg:
-            if partial and changed is not None and not bool(changed.all()):
+            if changed is not None and not bool(changed.all()):
                 moved = torch.where(changed.view(bshape), moved, exp_avg)  # untouched members stay bitwise
             exp_avg.copy_(moved)
-        for basis, new in zip(bases, news, strict=True):
-            if basis is not None and new is not None:
-                basis.copy_(new)
+        for basis, fresh in zip(bases, news, strict=True):
+            if basis is not None and fresh is not None:
+                basis.copy_(fresh)
     return update
