@@ -58,6 +58,7 @@ def environment(args: argparse.Namespace, command: Sequence[str]) -> dict[str, A
             "max_warmup": args.max_warmup,
             "block": args.block,
             "seed": args.seed,
+            "soap_options": args.soap_options,
             "hyperparameters": {**HP, "shampoo_beta": 0.95, "precondition_frequency": FREQ, "max_dim": MAX_DIM},
             "timed": "opt.step() only; one fixed set of gradients per model, copied into p.grad before each step",
         }
@@ -95,6 +96,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: all usable cores)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workloads", default="transformer,conv", help="comma-separated: transformer,conv")
+    parser.add_argument(
+        "--soap-options",
+        action="store_true",
+        help="SOAP mode: also time our SOAP with each opt-in refresh option (cholesky_qr, drift_tolerance=0.1, "
+        "stagger_refresh, all three); adds p50/p99 and ×default columns",
+    )
     parser.add_argument("--profile", type=int, default=0, help="also profile this many steps of our SOAP")
     parser.add_argument("--quick", action="store_true", help="tiny run (smoke test): 20 steps, short warm-up")
     parser.add_argument(
@@ -111,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             parser.error(f"unknown families {sorted(unknown)}: choose from {','.join(FAMILIES)}")
         if args.profile:
             parser.error("--profile profiles our SOAP: not with --family")
+        if args.soap_options:
+            parser.error("--soap-options adds rows to SOAP mode: not with --family")
     elif args.quick:
         args.steps, args.warmup, args.hb_warmup, args.max_warmup = 20, 10, 20, 40
     else:

@@ -122,12 +122,15 @@ def build_runner(spec: Spec, workload: str, seed: int) -> Runner:
 
 
 def summarize(times: list[float]) -> dict[str, float]:
-    """Mean/median/spread, and the split into ordinary steps and the slowest 1/FREQ (the refresh steps)."""
+    """Mean/median (= p50)/p99/spread, and the split into ordinary steps and the slowest 1/FREQ (the refresh
+    steps)."""
     ms = sorted(1e3 * t for t in times)
     slow = max(1, len(ms) // FREQ)
     return dict(
         mean_ms=statistics.mean(ms),
         median_ms=statistics.median(ms),
+        p50_ms=statistics.median(ms),
+        p99_ms=statistics.quantiles(ms, n=100, method="inclusive")[98] if len(ms) > 1 else ms[0],
         min_ms=ms[0],
         max_ms=ms[-1],
         stdev_ms=statistics.stdev(ms) if len(ms) > 1 else 0.0,

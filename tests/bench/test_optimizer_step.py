@@ -83,6 +83,29 @@ def test_soap_mode_runs_and_reports_every_row(tiny: models.TransformerSize, tmp_
     )
 
 
+def test_soap_options_mode_adds_a_row_per_option(tiny: models.TransformerSize, tmp_path: Path) -> None:
+    """``--soap-options``: our SOAP with each opt-in refresh option, p50/p99, ×default and state per param byte."""
+    from benchmarks.step.soap import SOAP_OPTIONS
+
+    res = run(tmp_path, "--soap-options")
+    wl = res["transformer"]
+    rows = wl["optimizers"]
+    option_rows = {f"{OURS} ({name})" for name in SOAP_OPTIONS}
+    assert option_rows <= set(rows) and set(wl["options_vs_default"]) == option_rows
+    assert set(wl["ours_vs_peers"]) == {"pytorch_optimizer SOAP"}  # options are not peers
+    for label, row in rows.items():
+        assert row["min_ms"] <= row["p50_ms"] <= row["p99_ms"] <= row["max_ms"], label
+        assert row["refreshes_timed"] == (0 if label == ADAMW else 1), label
+    model, _ = models.build_model("transformer", seed=0)
+    params = list(model.parameters())
+    numel = sum(p.numel() for p in params)
+    adamw = rows[ADAMW]["state_per_param_byte"]
+    assert adamw == (8 * numel + 4 * len(params)) / (4 * numel)  # two float32 moments + a step per param
+    assert rows[FLOOR]["state_per_param_byte"] is None
+    for label in (OURS, *option_rows):  # same state whatever the option
+        assert rows[label]["state_per_param_byte"] == rows[OURS]["state_per_param_byte"] > adamw, label
+
+
 def test_family_mode_runs_and_reports_every_row(tiny: models.TransformerSize, tmp_path: Path) -> None:
     res = run(tmp_path, "--family", "--families", "shampoo,lion,mfac")
     model, _ = models.build_model("transformer", seed=0)
@@ -110,6 +133,7 @@ def test_bad_options_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[s
         (["--block", "15"], "--block must be a multiple of the refresh period 10"),
         (["--family", "--families", "adam"], "unknown families ['adam']"),
         (["--family", "--profile", "5"], "not with --family"),
+        (["--family", "--soap-options"], "not with --family"),
         (["--workloads", "transformer,mlp"], "unknown workloads ['mlp']: choose from transformer,conv"),
     ):
         with pytest.raises(SystemExit) as info:

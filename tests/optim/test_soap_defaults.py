@@ -95,9 +95,13 @@ def test_three_matmul_units_per_step_and_transport_only_on_refresh():
     flops = [_matmul_flops(opt, p, torch.randn(m, n)) for _ in range(5)]
     assert flops[1] == 3 * unit  # steps 2-4: exactly three units, no per-step momentum transport
     assert flops[2] == flops[3] == 3 * unit
-    d3 = 2 * (m**3 + n**3)
-    # step 5 refreshes: + A@Q per side + Q_newᵀ Q_old per side + one unit of momentum transport (QR not counted)
-    assert flops[4] == 4 * unit + 2 * d3
+    power = 2 * (m**3 + n**3)  # A@Q per side (QR not counted)
+    # momentum transport, per side the cheaper exact route (issue 18): the left side (24² < 24·40) by the rotation
+    # Q_newᵀ Q_old (m³) applied once (m·m·n), the right side (40² > 960) by two projections (2·m·n·n), which is
+    # cheaper than the old rotation route's n³ + m·n·n
+    transport = 2 * (m**3 + m * m * n) + 2 * (2 * m * n * n)
+    assert flops[4] == 3 * unit + power + transport
+    assert transport < 2 * (m**3 + n**3) + unit  # the old route: both rotations and one unit
 
 
 def test_shampoo_beta_is_independent_of_beta2():

@@ -6,8 +6,17 @@ from typing import TYPE_CHECKING, Any
 
 from precond.linalg._cg import CGInfo, pcg
 from precond.linalg._dct import dct_basis, dct_rows
-from precond.linalg._eigen import EIGH_REL_JITTER, eigh_robust, refresh_eigenbasis
-from precond.linalg._kron import contract_all_but, project, project_back
+from precond.linalg._eigen import (
+    CHOLQR_ACCEPT,
+    CHOLQR_SHIFT,
+    EIGH_REL_JITTER,
+    Refresh,
+    basis_drift,
+    eigenbasis_refresh,
+    eigh_robust,
+    refresh_eigenbasis,
+)
+from precond.linalg._kron import accumulate_gram_, change_basis, contract_all_but, project, project_back
 from precond.linalg._layout import BlockLayout, merge_greedy, plan_layout
 from precond.linalg._newton_schulz import MUON_COEFFICIENTS, newton_schulz
 from precond.linalg._ragged import BUCKET_GROWTH, Bucket, block_sign_sketch, gather_padded, pad_buckets, padded_widths
@@ -89,6 +98,8 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "BUCKET_GROWTH",
+    "CHOLQR_ACCEPT",
+    "CHOLQR_SHIFT",
     "CHOL_REL_JITTER",
     "DEFAULT_GRID",
     "EIGH_REL_JITTER",
@@ -102,16 +113,21 @@ __all__ = [
     "LinearSystem",
     "LstsqResult",
     "OmegaTuner",
+    "Refresh",
     "SequenceResult",
     "SlidingWindow",
     "SolveResult",
     "SparseFamily",
     "TsallisINF",
+    "accumulate_gram_",
+    "basis_drift",
     "block_sign_sketch",
+    "change_basis",
     "contract_all_but",
     "damped_cholesky",
     "dct_basis",
     "dct_rows",
+    "eigenbasis_refresh",
     "eigh_robust",
     "gather_padded",
     "ic0",

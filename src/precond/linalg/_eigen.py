@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 #: Relative diagonal jitter added before ``eigh``: ``jitter = EIGH_REL_JITTER * trace(A)/d`` (plus a tiny
@@ -62,6 +64,26 @@ def _eigh_members_float64(a: torch.Tensor, previous: torch.Tensor) -> torch.Tens
     return torch.stack(out)
 
 
+#: CholeskyQR2 (:func:`eigenbasis_refresh` with ``cholesky_qr=True``) works on ``(A + c·I) Q`` with
+#: ``c = CHOLQR_SHIFT · trace(A)/d``: the same eigenvectors and eigenvalue order, but the columns of null
+#: directions of a rank-deficient factor stay near their (orthogonal) old columns instead of being round-off, so
+#: the Gram matrix is well conditioned.  Directions with eigenvalue below ``c`` then barely rotate.
+CHOLQR_SHIFT = 1e-3
+#: CholeskyQR2 is accepted for a member when its second Gram matrix is this close to the identity,
+#: ``‖Q₁ᵀQ₁ − I‖_F ≤ CHOLQR_ACCEPT`` (so ``κ(Q₁)² ≤ 3`` and the second pass is orthogonal to float precision);
+#: otherwise (or when a Cholesky factorisation fails) the member is redone with Householder QR.
+CHOLQR_ACCEPT = 0.5
+
+
+class Refresh(NamedTuple):
+    """Result of :func:`eigenbasis_refresh`: the new ``basis`` ``[B, d, d]``; ``failed`` ``[B]`` (non-finite
+    result, previous basis kept); ``refreshed`` ``[B]`` (members whose basis was recomputed; ``None``: all)."""
+
+    basis: torch.Tensor
+    failed: torch.Tensor
+    refreshed: torch.Tensor | None
+
+
 def refresh_eigenbasis(factors: torch.Tensor, basis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One warm-started step of orthogonal (power) iteration, column order preserved.
 
@@ -70,16 +92,98 @@ def refresh_eigenbasis(factors: torch.Tensor, basis: torch.Tensor) -> tuple[torc
     of the column it came from.  Keeping slots fixed means the Adam second moment, which is indexed by slot,
     stays aligned with no permutation (the reference instead sorts ``Q`` and permutes ``v``; the two are the
     same up to a relabelling).  A member whose result is non-finite keeps its old basis; returns
-    ``(basis, failed)``.
+    ``(basis, failed)``.  :func:`eigenbasis_refresh` has the opt-in cheaper variants.
+    """
+    out = eigenbasis_refresh(factors, basis)
+    return out.basis, out.failed
+
+
+def basis_drift(power: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
+    """``‖offdiag(QᵀAQ)‖_F / ‖diag(QᵀAQ)‖_F`` per member from ``power = A Q`` and ``estimate = diag(QᵀAQ)``.
+
+    No extra matmul: for orthogonal ``Q``, ``‖QᵀAQ‖_F = ‖AQ‖_F``, so column ``j``'s off-diagonal mass is
+    ``‖A q_j‖² − (q_jᵀ A q_j)²`` (summed in float64).  0 for an exact eigenbasis (and for a zero factor).
+    """
+    est2 = estimate.double().square()
+    off = (power.double().square().sum(-2) - est2).clamp_min(0.0).sum(-1)
+    diag = est2.sum(-1)
+    return torch.where(diag > 0, off / diag.clamp_min(_ABS_FLOOR), 0.0).sqrt()
+
+
+def eigenbasis_refresh(
+    factors: torch.Tensor,
+    basis: torch.Tensor,
+    *,
+    cholesky_qr: bool = False,
+    drift_tolerance: float = 0.0,
+) -> Refresh:
+    """:func:`refresh_eigenbasis` with two opt-in savings (both off by default: then it is exactly that step).
+
+    ``cholesky_qr``: orthogonalise with CholeskyQR2 (Yamamoto et al. 2015; two passes of ``Gram → Cholesky →
+    triangular solve``, all matrix-matrix work) on the shifted power ``(A + c·I) Q`` (:data:`CHOLQR_SHIFT`)
+    instead of Householder QR; a member whose Cholesky fails or whose first pass is too far from orthogonal
+    (:data:`CHOLQR_ACCEPT`) is redone with Householder QR.  Same eigenvectors in the limit; column signs may
+    differ from Householder's (SOAP's update does not depend on them).
+
+    ``drift_tolerance > 0``: only members whose :func:`basis_drift` exceeds it are recomputed (the others keep
+    their basis bitwise; ``refreshed`` says which).  That check reuses ``A Q``, so it saves the QR (and, in
+    SOAP, the momentum transport) of factors whose basis still diagonalises them.  Syncs with the host once.
     """
     power = factors @ basis
     estimate = (basis * power).sum(-2)
+    if drift_tolerance > 0:
+        refreshed = basis_drift(power, estimate) > drift_tolerance
+        count = int(refreshed.sum())
+        if count == 0:
+            return Refresh(basis, torch.zeros_like(refreshed), refreshed)
+        if count < refreshed.numel():
+            idx = refreshed.nonzero().squeeze(1)
+            new, failed = _power_qr(factors[idx], basis[idx], power[idx], estimate[idx], cholesky_qr)
+            all_failed = torch.zeros_like(refreshed).index_copy_(0, idx, failed)
+            return Refresh(basis.index_copy(0, idx, new), all_failed, refreshed)
+        new, failed = _power_qr(factors, basis, power, estimate, cholesky_qr)
+        return Refresh(new, failed, refreshed)
+    new, failed = _power_qr(factors, basis, power, estimate, cholesky_qr)
+    return Refresh(new, failed, None)
+
+
+def _power_qr(
+    factors: torch.Tensor, basis: torch.Tensor, power: torch.Tensor, estimate: torch.Tensor, cholesky_qr: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     order = estimate.argsort(dim=-1, descending=True)
     index = order[:, None, :].expand_as(power)
+    if cholesky_qr:
+        d = factors.shape[-1]
+        shift = CHOLQR_SHIFT * factors.diagonal(dim1=-2, dim2=-1).sum(-1).abs() / d
+        power = power.add_(basis * shift[:, None, None])
     # Unit columns: QR's Q is invariant to positive column scaling, and columns of tiny eigen-directions would
-    # otherwise sink into float32 subnormals, where LAPACK runs ~5x slower.
-    power = power / power.norm(dim=-2, keepdim=True).clamp_min(_ABS_FLOOR)
-    q = torch.linalg.qr(power.gather(-1, index)).Q
+    # otherwise sink into float32 subnormals, where LAPACK runs ~5x slower.  (In place: ``power`` is ours.)
+    power = power.div_(power.norm(dim=-2, keepdim=True).clamp_min(_ABS_FLOOR))
+    ordered = power.gather(-1, index)
+    q = _cholesky_qr2(ordered) if cholesky_qr else _householder_q(ordered)
     new = torch.empty_like(q).scatter_(-1, index, q)
     finite = torch.isfinite(new).flatten(1).all(1)
     return torch.where(finite[:, None, None], new, basis), ~finite
+
+
+def _householder_q(a: torch.Tensor) -> torch.Tensor:
+    """The ``Q`` of ``torch.linalg.qr(a)`` (bitwise: the same ``geqrf`` + ``orgqr``) without forming ``R``."""
+    h, tau = torch.geqrf(a)
+    return torch.linalg.householder_product(h, tau)
+
+
+def _cholesky_qr2(a: torch.Tensor) -> torch.Tensor:
+    """Orthonormal ``Q`` with ``a = Q R`` by CholeskyQR2; members that fail it get Householder QR instead."""
+    gram = a.mT @ a
+    chol, info = torch.linalg.cholesky_ex(gram)
+    q1 = torch.linalg.solve_triangular(chol.mT, a, upper=True, left=False)  # a · L⁻ᵀ
+    gram = q1.mT @ q1
+    eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+    close = torch.linalg.matrix_norm(gram - eye) <= CHOLQR_ACCEPT
+    chol, info2 = torch.linalg.cholesky_ex(gram)
+    q = torch.linalg.solve_triangular(chol.mT, q1, upper=True, left=False)
+    ok = (info == 0) & (info2 == 0) & close & torch.isfinite(q).flatten(1).all(1)
+    bad = (~ok).nonzero().squeeze(1)
+    if bad.numel():  # host sync: only refresh steps come here
+        q = q.index_copy(0, bad, _householder_q(a[bad]))
+    return q

@@ -57,3 +57,42 @@ def contract_all_but(x: torch.Tensor, dim: int) -> torch.Tensor:
         return x @ x.mT if dim == 0 else x.mT @ x
     unfolded = x.movedim(dim + 1, 1).reshape(x.shape[0], x.shape[dim + 1], -1)
     return unfolded @ unfolded.mT
+
+
+def accumulate_gram_(factor: torch.Tensor, x: torch.Tensor, dim: int, alpha: float) -> torch.Tensor:
+    """``factor += alpha · C_i(x)`` in place (one fused ``baddbmm``: no Gram matrix is allocated).
+
+    The same sum as ``factor.add_(contract_all_but(x, dim), alpha=alpha)`` up to float rounding.
+    """
+    if x.dim() == 3:
+        a, b = (x, x.mT) if dim == 0 else (x.mT, x)
+    else:
+        a = x.movedim(dim + 1, 1).reshape(x.shape[0], x.shape[dim + 1], -1)
+        b = a.mT
+    # ``out=`` rather than ``baddbmm_``: the same kernel, and FLOP counters see it
+    return torch.baddbmm(factor, a, b, alpha=alpha, out=factor)
+
+
+def change_basis(x: torch.Tensor, old: Factors, new: Factors) -> torch.Tensor:
+    """Re-express eigenbasis coordinates ``x`` (w.r.t. ``old``) in the ``new`` bases: ``project(project_back(x,
+    old), new)``, mode by mode (``None`` in either list: that mode is left as it is).
+
+    Per mode of side ``d`` (block size ``N``) the cheaper of two exact routes is taken: the rotation
+    ``Q_newᵀ Q_old`` (``d³ + N·d`` multiply-adds) when ``d² < N``, else the two projections ``Q_old`` then
+    ``Q_newᵀ`` (``2·N·d``).  For the ``[10, 2048]`` head that skips a ``2048³`` rotation.
+    """
+    numel = x[0].numel()
+    for i, (q_old, q_new) in enumerate(zip(old, new, strict=True)):
+        if q_old is None or q_new is None:
+            continue
+        d = q_old.shape[-1]
+        rotate = d * d < numel
+        if x.dim() == 3 and i == 0:
+            x = (q_new.mT @ q_old) @ x if rotate else q_new.mT @ (q_old @ x)
+        elif x.dim() == 3:
+            x = x @ (q_old.mT @ q_new) if rotate else (x @ q_old.mT) @ q_new
+        elif rotate:
+            x = _apply_along(x, i, q_old.mT @ q_new)
+        else:
+            x = _apply_along(_apply_along(x, i, q_old.mT), i, q_new)
+    return x

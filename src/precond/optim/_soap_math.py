@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
-from precond.linalg import contract_all_but, eigh_robust, project, project_back, refresh_eigenbasis
+from precond.linalg import accumulate_gram_, change_basis, eigenbasis_refresh, eigh_robust, project, project_back
 from precond.optim._adam import adam_direction_, bias_correction, compiled_adam_direction
 from precond.optim._common import masked
 
@@ -36,6 +36,8 @@ def soap_block_step_(
     refresh: bool,
     ok: torch.Tensor | None = None,
     compiled: bool = False,
+    cholesky_qr: bool = False,
+    drift_tolerance: float = 0.0,
 ) -> torch.Tensor | None:
     """Advance the state of ``B`` blocks in place and return the parameter increment ``[B, *shape]``.
 
@@ -51,17 +53,21 @@ def soap_block_step_(
     before bias correction and the caller applies weight decay after the step; otherwise the update is
     AdamW's formula in the eigenbasis.  ``ok`` (0-d bool) turns the whole call into a no-op on the state when
     false (non-finite gradient), without a host synchronisation.  ``compiled`` runs the elementwise Adam part
-    through ``torch.compile`` (fused kernels; same math).
+    through ``torch.compile`` (fused kernels; same math).  ``cholesky_qr`` and ``drift_tolerance`` are the
+    opt-in refresh variants of :func:`precond.linalg.eigenbasis_refresh`.
+
+    Work per 2-D block ``m×n`` (issue 18): the factor EMAs are fused ``baddbmm`` calls (no Gram matrix
+    allocated), the refresh's QR forms no ``R``, and the momentum is transported per side by the cheaper exact
+    route (:func:`precond.linalg.change_basis`): for a ``[10, 2048]`` head that avoids a ``2048³`` rotation.
     """
     keep = None if ok is None else ok.to(grads.dtype)
     if ok is not None:
         grads = torch.where(ok, grads, 0.0)
-    grams = [None if f is None else contract_all_but(grads, i) for i, f in enumerate(factors)]
 
     def accumulate() -> None:
-        for factor, gram in zip(factors, grams, strict=True):
-            if factor is not None and gram is not None:
-                factor.mul_(masked(shampoo_beta, keep, 1.0)).add_(gram, alpha=1.0 - shampoo_beta)
+        for i, factor in enumerate(factors):
+            if factor is not None:  # a skipped step has zero grads: the factor is multiplied by 1, plus 0
+                accumulate_gram_(factor.mul_(masked(shampoo_beta, keep, 1.0)), grads, i, 1.0 - shampoo_beta)
 
     if initialize:
         accumulate()
@@ -93,14 +99,26 @@ def soap_block_step_(
     if not initialize:
         accumulate()
     if refresh:
-        rotations: list[torch.Tensor | None] = []
+        news: list[torch.Tensor | None] = []
+        changed: torch.Tensor | None = None  # members with at least one recomputed basis (None: all)
         for factor, basis in zip(factors, bases, strict=True):
             if factor is None or basis is None:
-                rotations.append(None)
+                news.append(None)
                 continue
-            new, failed = refresh_eigenbasis(factor, basis)
-            rotations.append(new.mT @ basis)
-            basis.copy_(new)
-            fallbacks.add_(failed)
-        exp_avg.copy_(project_back(exp_avg, rotations))
+            out = eigenbasis_refresh(factor, basis, cholesky_qr=cholesky_qr, drift_tolerance=drift_tolerance)
+            fallbacks.add_(out.failed)
+            if out.refreshed is not None:
+                changed = out.refreshed if changed is None else changed | out.refreshed
+                if not bool(out.refreshed.any()):  # host sync (the refresh already synced): nothing moved
+                    news.append(None)
+                    continue
+            news.append(out.basis)
+        moved = change_basis(exp_avg, bases, news)
+        if moved is not exp_avg:
+            if changed is not None and not bool(changed.all()):
+                moved = torch.where(changed.view(bshape), moved, exp_avg)  # untouched members stay bitwise
+            exp_avg.copy_(moved)
+        for basis, fresh in zip(bases, news, strict=True):
+            if basis is not None and fresh is not None:
+                basis.copy_(fresh)
     return update

@@ -83,6 +83,23 @@ class SOAP(FactoredOptimizer):
             matmuls, QR and ``eigh`` stay eager).  Off by default: the first steps pay the compile time.  This
             is the way to compile SOAP: ``torch.compile(opt.step)`` raises an error saying so (the refresh
             steps choose their schedule and resolve the non-finite flag on the host).
+        cholesky_qr: opt-in cheaper refresh: orthogonalise the power-iteration step with CholeskyQR2 (two passes
+            of Gram → Cholesky → triangular solve: matrix-matrix work only) instead of Householder QR, on the
+            shifted power ``(A + c·I)Q`` (same eigenvectors; ``c = 1e-3·trace(A)/d``,
+            :data:`precond.linalg.CHOLQR_SHIFT`, keeps rank-deficient factors well conditioned).  A block whose
+            Cholesky fails, or whose first pass is far from orthogonal, falls back to Householder QR.  Default
+            ``False``.
+        drift_tolerance: opt-in: at a scheduled refresh, recompute only the factors whose basis has drifted,
+            measured by ``r = ‖offdiag(QᵀAQ)‖_F / ‖diag(QᵀAQ)‖_F`` (from ``A Q``, which the refresh computes
+            anyway; :func:`precond.linalg.basis_drift`).  Factors with ``r ≤ drift_tolerance`` keep their basis
+            and skip the QR and the momentum transport.  ``0`` (default) refreshes every factor.  ``r`` is 0 for
+            an exact eigenbasis and ~1 when the off-diagonal mass equals the diagonal's; 0.05-0.2 is the range
+            to try (the benchmark's ``--soap-options`` uses 0.1).
+        stagger_refresh: opt-in: spread the parameters' refreshes over the ``precondition_frequency`` steps of
+            the period (each parameter is given a slot, largest refresh work first into the least-loaded slot)
+            instead of refreshing everything on the same step: same number of refreshes per parameter, lower
+            p99 step time.  A parameter's first refresh can come earlier than step ``precondition_frequency``.
+            Default ``False``.
 
     Better than the reference, by default (each tested in ``tests/optim``):
 
@@ -126,6 +143,9 @@ class SOAP(FactoredOptimizer):
         reference: bool = False,
         nonfinite: str = "skip",
         compile: bool = False,
+        cholesky_qr: bool = False,
+        drift_tolerance: float = 0.0,
+        stagger_refresh: bool = False,
     ) -> None:
         self._compile = bool(compile)
         moded = dict(
@@ -145,7 +165,11 @@ class SOAP(FactoredOptimizer):
             normalize_grads=normalize_grads,
             correct_bias=correct_bias,
             reference=reference,
+            cholesky_qr=cholesky_qr,
+            drift_tolerance=drift_tolerance,
+            stagger_refresh=stagger_refresh,
         )
+        self._offsets: dict[torch.Tensor, int] | None = None
         super().__init__(params, defaults, data_format=data_format, nonfinite=nonfinite)
 
     optimizer_name = "SOAP"
@@ -163,6 +187,7 @@ class SOAP(FactoredOptimizer):
     }
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        self._offsets = None  # the stagger slots are recomputed over the new groups
         # the reference-dependent arguments the constructor was not given, and a group's None, follow the
         # group's own mode
         mode = REFERENCE_DEFAULTS if param_group.get("reference", self.defaults["reference"]) is True else None
@@ -172,6 +197,14 @@ class SOAP(FactoredOptimizer):
             if param_group.get(k) is None and (k in param_group or k in self._moded_keys)
         }
         super().add_param_group({**param_group, **fill})
+
+    def _after_copy(self) -> None:
+        super()._after_copy()
+        self._offsets = None
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._offsets = None  # the loaded groups may set stagger_refresh or precondition_frequency differently
 
     def _validate_group(self, group: dict[str, Any], where: str) -> None:
         check_lr(group, where)
@@ -187,6 +220,12 @@ class SOAP(FactoredOptimizer):
         check_layout(group, where)
         for flag in ("normalize_grads", "correct_bias", "reference"):
             check_bool(group, flag, where)
+        # the refresh options may be absent from a param group saved before they existed: their default applies
+        for flag in ("cholesky_qr", "stagger_refresh"):
+            if flag in group:
+                check_bool(group, flag, where)
+        if "drift_tolerance" in group:
+            check_real(group, "drift_tolerance", where, low=0.0)
 
     def _needs_host_check(self, phase: Hashable) -> bool:
         initialize, refresh = cast(tuple[bool, bool], phase)
@@ -203,11 +242,45 @@ class SOAP(FactoredOptimizer):
             super()._decay_weights_of(group, started, keep, after=False)
 
     def _phase(self, p: torch.Tensor, group: dict[str, Any]) -> tuple[bool, bool]:
-        """(initialise, refresh) for ``p``'s next step; ``calls`` counts steps with a gradient."""
+        """(initialise, refresh) for ``p``'s next step; ``calls`` counts steps with a gradient.
+
+        With ``stagger_refresh`` the schedule of ``p`` is shifted by its slot (:meth:`_stagger_offset`)."""
         calls = self.state[p]["calls"] + 1
         initialize = calls == 1
         scheduled = calls - 1 if group["reference"] else calls
+        if group.get("stagger_refresh", False):
+            scheduled += self._stagger_offset(p)
         return initialize, (not initialize) and scheduled > 0 and scheduled % group["precondition_frequency"] == 0
+
+    def _stagger_offset(self, p: torch.Tensor) -> int:
+        """``p``'s refresh slot in ``[0, precondition_frequency)`` of its group under ``stagger_refresh``.
+
+        Longest-processing-time assignment: the group's parameters, largest refresh work (``Σ d³`` over its
+        blocks' factored dims) first, each go to the slot with the least work so far (ties: lowest slot, then
+        parameter order).  Depends only on the param groups' shapes and settings, so a copy or a resumed
+        optimizer gets the same slots.
+        """
+        if self._offsets is None:
+            offsets: dict[torch.Tensor, int] = {}
+            for group in self.param_groups:
+                freq = group["precondition_frequency"]
+                work = []
+                for i, q in enumerate(group["params"]):
+                    layout = self._plan(q, group)
+                    cubes = sum(
+                        d**3
+                        for shape, factored in zip(layout.block_shapes, layout.factored, strict=True)
+                        for d, on in zip(shape, factored, strict=True)
+                        if on
+                    )
+                    work.append((-cubes, i, q))
+                load = [0] * freq
+                for neg, _, q in sorted(work, key=lambda w: (w[0], w[1])):
+                    slot = min(range(freq), key=lambda k: (load[k], k))
+                    load[slot] -= neg
+                    offsets[q] = slot
+            self._offsets = offsets
+        return self._offsets.get(p, 0)
 
     def _step_bucket(
         self,
@@ -245,6 +318,8 @@ class SOAP(FactoredOptimizer):
                 refresh=refresh,
                 ok=ok,
                 compiled=self._compile,
+                cholesky_qr=group.get("cholesky_qr", False),
+                drift_tolerance=group.get("drift_tolerance", 0.0),
             )
             if ok is not None:
                 counters["nonfinite_skips"].add_(~ok)
