@@ -128,6 +128,7 @@ def ddp_parity(name: str, rank: int, world: int) -> dict[str, Any]:
     torch.manual_seed(0)
     model = Net()
     ref = copy.deepcopy(model)
+    start = copy.deepcopy(model)
     ddp = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
     opt = ShardedOptimizer(CLASSES[name], model.parameters(), **HPARAMS[name])
     ref_opt = CLASSES[name](ref.parameters(), **HPARAMS[name])
@@ -142,7 +143,7 @@ def ddp_parity(name: str, rank: int, world: int) -> dict[str, Any]:
         ref_opt.step()
     with torch.no_grad():
         losses = (float(_loss(model, x, y)), float(_loss(ref, x, y)))
-    return {"diff": _maxdiff(model, ref), "losses": losses}
+    return {"diff": _maxdiff(model, ref), "moved": _maxdiff(ref, start), "losses": losses}
 
 
 def bf16_updates() -> dict[str, Any]:

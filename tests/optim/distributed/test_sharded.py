@@ -101,7 +101,8 @@ def test_ranks_that_own_nothing(launched: dict[str, Any]) -> None:
 def test_ddp_matches_one_process_on_the_whole_batch(launched: dict[str, Any], name: str) -> None:
     for res in launched["results"]:
         got = res[f"ddp_{name}"]
-        assert got["diff"] < 1e-5  # DDP averages per-rank gradients: float rounding, not bitwise
+        # DDP averages per-rank gradients: float rounding, not bitwise (relative to how far training moved them)
+        assert got["diff"] < 1e-3 * got["moved"], (got["diff"], got["moved"])
         assert got["losses"][0] == pytest.approx(got["losses"][1], rel=1e-5)
 
 
