@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from precond.linalg import Bucket, block_sign_sketch, gather_padded, pad_buckets, segment_pcg
+from precond.linalg import Bucket, block_sign_sketch, pad_buckets, segment_pcg
 
 #: Default budget of a chunk: this many numbers of padded design (2²⁴ ≈ 16.8 M, 134 MB in float64).
 BLOCK_NUMBERS = 1 << 24
@@ -219,17 +219,18 @@ def solve_rows(
     out = torch.zeros(idx.n_rows, d, dtype=design.dtype, device=design.device)
     iterations = unconverged = exact_rows = cg_rows = 0
     sse = 0.0
+    design, target = _with_zero_row(design), _with_zero_row(target)  # once: padding (index −1) reads zeros
     for bucket in idx.buckets:
         method = plan if isinstance(plan, str) else plan(bucket.width, d)
         if method != "exact":
             singular = (lam[bucket.rows] == 0) & (bucket.counts < d)
             if bool(singular.any()):
-                x, st = solve_rows_bucket(bucket.select(singular), design, target, lam, "exact", budget=budget)
+                x, st = _solve_bucket(bucket.select(singular), design, target, lam, "exact", budget=budget)
                 out[bucket.rows[singular]] = x
                 exact_rows += int(singular.sum())
                 sse += st.sse
                 bucket = bucket.select(~singular)
-        x, stats = solve_rows_bucket(bucket, design, target, lam, method, x0, tol, max_iter, sketch, budget)
+        x, stats = _solve_bucket(bucket, design, target, lam, method, x0, tol, max_iter, sketch, budget)
         out[bucket.rows] = x
         iterations, unconverged = max(iterations, stats.iterations), unconverged + stats.unconverged
         exact_rows += stats.exact_rows
@@ -238,7 +239,17 @@ def solve_rows(
     return out, CGStats(iterations, unconverged, exact_rows, sse, cg_rows)
 
 
-def solve_rows_bucket(
+def _with_zero_row(values: torch.Tensor) -> torch.Tensor:
+    return torch.cat([values, values.new_zeros((1, *values.shape[1:]))])
+
+
+def _take(ext: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``ext[index]`` with ``index == -1`` reading ``ext``'s last (zero) row, as one ``index_select``."""
+    flat = torch.where(index < 0, ext.shape[0] - 1, index).reshape(-1)
+    return ext.index_select(0, flat).reshape(*index.shape, *ext.shape[1:])
+
+
+def _solve_bucket(
     bucket: RowBucket,
     design: torch.Tensor,
     target: torch.Tensor,
@@ -250,14 +261,15 @@ def solve_rows_bucket(
     sketch: tuple[int, torch.Generator] | None = None,
     budget: int = BLOCK_NUMBERS,
 ) -> tuple[torch.Tensor, CGStats]:
-    """:func:`solve_rows` on one bucket with one method; returns ``([B, d], stats)``."""
+    """:func:`solve_rows` on one bucket with one method; returns ``([B, d], stats)``.  ``design`` and ``target``
+    carry an extra zero row at the end (:func:`_with_zero_row`)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     d = design.shape[1]
     xs, iterations, unconverged, sse = [], 0, 0, 0.0
     for part in bucket.chunks(d, budget):
-        W = gather_padded(design, part.design)
-        t = gather_padded(target, part.target)
+        W = _take(design, part.design)
+        t = _take(target, part.target)
         lam_p = lam[part.rows]
         if method == "exact":
             xs.append(_exact(W, t, lam_p, part.counts))
