@@ -4,6 +4,7 @@ error monotone for any network; exact in one step when the network returns Aâ»Â
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -213,4 +214,4 @@ def test_shipped_net_beats_cg_and_ic0_on_held_out_physics(layout: int) -> None:
         cg = _pcg_iterations(A, b, None)
         ic = _pcg_iterations(A, b, lambda r: torch.from_numpy(factor.solve(r.numpy())))
         assert res.iterations < ic < cg, (res.iterations, ic, cg)
-        assert all(b2 <= a2 * (1 + 1e-9) + 1e-24 for a2, b2 in zip(errors, errors[1:], strict=False))
+        assert all(b2 <= a2 * (1 + 1e-9) + 1e-24 for a2, b2 in itertools.pairwise(errors))
