@@ -50,7 +50,7 @@ def test_the_pass_finds_the_known_beta2_and_weight_decay_at_the_best_lr() -> Non
     # the other optimizers keep the plain lr search
     soap_specs, _, soap_trace = plan.sweep("soap", fake)
     assert len(soap_specs) == len(soap_trace.points)
-    assert plan.expected_trials("adamw") == 3 + 3 + 3 + 3 + 2 and plan.expected_trials("soap") == 3 + 3 + 2
+    assert plan.expected_trials("adamw") == 3 + 2 * 3 + 3 + 3 + 2 and plan.expected_trials("soap") == 3 + 2 * 3 + 2
 
 
 def test_the_pass_stops_at_a_missing_result_and_is_stated() -> None:

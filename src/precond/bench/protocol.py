@@ -266,13 +266,13 @@ class Plan:
         return [self.spec_for(name, hp) for hp in self.grid(name)]
 
     def expected_trials(self, optimizer: str) -> int:
-        """Trials of ``optimizer`` when its optimum lies inside the range (no extension): start + refinements
-        (+ the weight-decay pass) + seed reruns."""
+        """Trials of ``optimizer`` when its optimum lies inside the range (no extension): start + 2 per refinement
+        (at most; fewer when a point was tried already) (+ the weight-decay pass) + seed reruns."""
         s = sweep_ranges(optimizer)
         baseline_pass = self.tune_baseline and s.name == self.baseline
         wd = self.wd_points if (self.sweep_weight_decay or baseline_pass) and "weight_decay" in s else 0
         beta2 = len(s.beta2) if baseline_pass else 0
-        return self.lr_points + self.lr_refine + beta2 + wd + self.seeds - 1
+        return self.lr_points + 2 * self.lr_refine + beta2 + wd + self.seeds - 1
 
     def extra_seeds(self) -> tuple[int, ...]:
         """The seeds the winner is rerun with: the ``seeds - 1`` smallest non-negative ints other than
