@@ -37,8 +37,9 @@ class LRSearch:
     """The parameters of the rule (module docstring): ``start_points >= 1``, ``max_extend >= 0``, ``refine >= 0``.
 
     The default, 3 start points + 2 refinements of 2 points each, costs at most 7 trials when the optimum lies
-    inside the range (the fixed 4-point grid it replaced cost 4) and ends at a quarter of the start's log-step (half a decade over a
-    two-decade range becomes an eighth of a decade after two rounds, against 2/3 of a decade for the old grid).
+    inside the range (the fixed 4-point grid it replaced cost 4) and ends at a quarter of the start's log-step
+    (half a decade over a two-decade range becomes an eighth of a decade after two rounds, against 2/3 of a
+    decade for the old grid).
     """
 
     start_points: int = 3
@@ -63,7 +64,7 @@ class LRSearch:
         return (
             f"{self.start_points} log-spaced lrs over the tuning range, extended by one log-step while the best is "
             f"at an end (at most {self.max_extend} per side), then {self.refine} refinement"
-            f"{'s' if self.refine != 1 else ''} halving the log-step each"
+            f"{'s' if self.refine != 1 else ''} halving the log-step each, on both sides of the best"
         )
 
 
