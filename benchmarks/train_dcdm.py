@@ -1,7 +1,7 @@
 """Train the DCDM direction network shipped as ``precond/linalg/learned/dcdm_poisson32.pt``.
 
     python benchmarks/train_dcdm.py                      # writes the shipped checkpoint (CPU, a few minutes)
-    python benchmarks/train_dcdm.py --out /tmp/net.pt --steps 200
+    python benchmarks/train_dcdm.py --out net.pt --steps 200     # a quick trial into ./net.pt
 
 Unsupervised (Kaneda et al., ICML 2023, eq. 6): Ritz-vector right-hand sides (Lanczos on each training matrix)
 on 32×32 pressure-Poisson grids with random obstacles (layout seeds 100…100+layouts−1; the tests use unseen

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from collections.abc import Iterable
 from typing import Any
 
@@ -88,13 +89,15 @@ class _Projected(PrecondOptimizer):
                     p.copy_(work)
         self._count_skips(counters, ok)
 
+    @abstractmethod
     def _init_state(self, p: torch.Tensor, state: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Create ``p``'s state entries (AdamP: moments; SGDP: the momentum buffer)."""
 
+    @abstractmethod
     def _update(
         self, p: torch.Tensor, g: torch.Tensor, state: dict[str, Any], group: dict[str, Any], ok: torch.Tensor | None
     ) -> None:
-        raise NotImplementedError
+        """Apply one projected step to ``p`` (in the state dtype) from gradient ``g``, masked by ``ok``."""
 
 
 class AdamP(_Projected):
