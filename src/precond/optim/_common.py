@@ -108,6 +108,18 @@ def nonfinite_flag(grads: list[torch.Tensor], policy: str) -> torch.Tensor | Non
     return ok
 
 
+def host_resolved(ok: torch.Tensor | None) -> torch.Tensor | None:
+    """``None`` (the unmasked step) for a finite step whose flag lives on the CPU, else ``ok`` unchanged.
+
+    The masked form of the non-finite skip exists to avoid a host-device sync; a CPU flag is read without one,
+    so a finite CPU step skips every masking pass (a kept masked step is bitwise the unmasked one, see
+    :func:`masked`), and only a skipped step or an accelerator's flag reaches the masked path.
+    """
+    if ok is not None and ok.device.type == "cpu" and bool(ok):
+        return None
+    return ok
+
+
 @overload
 def masked(
     value: torch.Tensor, keep: torch.Tensor | None, off: float | torch.Tensor, dtype: torch.dtype = ...
@@ -223,7 +235,7 @@ class PrecondOptimizer(Optimizer, metaclass=ABCMeta):
         self._check_step(groups)
         everything = [p for _, params in groups for p in params]
         if everything:
-            self._step_groups(groups, self._finite_flag(everything))  # "raise" raises before any change
+            self._step_groups(groups, host_resolved(self._finite_flag(everything)))  # "raise" raises first
         return loss
 
     def _check_step(self, groups: list[tuple[dict[str, Any], list[torch.Tensor]]]) -> None:

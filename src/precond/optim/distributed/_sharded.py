@@ -277,7 +277,8 @@ class ShardedOptimizer(Optimizer):
             self._inner._count_host_skip()
             self._clear_inner_grads()
             return loss
-        ok = None if self._nonfinite == "raise" else torch.tensor(not bad, device=device)
+        # the vote is already on the host: a finite step takes the unmasked path, a skipped one the masked no-op
+        ok = torch.tensor(False, device=device) if bad else None
         if self._fsdp:
             for gi in range(len(self.param_groups)):
                 self._gather_to_owners(gi, has)
