@@ -373,3 +373,17 @@ def test_report_checks_db_and_out_too(case: str, tmp_path: Path) -> None:
     argv = ["bench", "report", "--db", str(tmp_path / "bench.sqlite"), "--out", str(tmp_path / "out"), *option]
     with pytest.raises(SystemExit, match=match):
         main(argv)
+
+
+def test_soaps_option_variants_are_planned_as_soap_against_soap() -> None:
+    """Issue 18's comparison parses: each variant is swept and seeded exactly as soap, with soap as baseline."""
+    from precond.cli import _plan
+
+    variants = ("soap_drift", "soap_stagger", "soap_cholqr")
+    args = _parse(["bench", "--optimizers", ",".join(("soap", *variants)), "--baseline", "soap", "--seeds", "3"])
+    plan = _plan(args)
+    assert plan.optimizers == ("soap", *variants) and plan.baseline == "soap"
+    for name in variants:
+        assert plan.expected_trials(name) == plan.expected_trials("soap") == 3 + 2 * 2 + 2
+        assert [g["lr"] for g in plan.grid(name)] == [g["lr"] for g in plan.grid("soap")]
+        assert plan.spec_for(name, {"lr": 0.01}).optimizer == name

@@ -38,6 +38,15 @@ def test_grids_are_log_spaced_within_the_range(name: str) -> None:
         assert s.grid(key, 1) == pytest.approx([math.sqrt(low * high)], rel=1e-12)
 
 
+@pytest.mark.parametrize("name", [n for n in NAMES if REGISTRY[n].variant_of])
+def test_a_variant_is_tuned_as_its_base(name: str) -> None:
+    """soap_drift & co. sweep exactly soap's ranges (issue 18: the final loss against the default, tuned alike)."""
+    mine, base = sweep_ranges(name), sweep_ranges(REGISTRY[name].variant_of)
+    assert mine.name == name and mine is not base
+    assert dict(mine.ranges) == dict(base.ranges) and (mine.beta2, mine.beta1) == (base.beta2, base.beta1)
+    assert mine.grid("lr", 5) == base.grid("lr", 5)
+
+
 def test_grid_rejects_unknown_names_and_bad_sizes() -> None:
     with pytest.raises(ValueError, match="momentum"):
         sweep_ranges("adamw").grid("momentum", 3)

@@ -13,10 +13,12 @@ import pytest
 import torch
 from torch import nn
 
-from precond.optim import REGISTRY, create
+from precond.optim import REGISTRY, available, create
 
 OURS = ["lion", "soap", "shampoo", "muon", "mfac"]
-PAIRS = [(source, target) for target in OURS for source in REGISTRY if source != target]
+#: Sources are algorithms: an option variant's state (``soap_drift``) *is* its base's (tested below).
+PAIRS = [(source, target) for target in OURS for source in available(variants=False) if source != target]
+VARIANTS = [n for n in available() if REGISTRY[n].variant_of]
 
 
 def _model(seed: int = 0) -> nn.Module:
@@ -85,3 +87,37 @@ def test_unknown_source_is_called_another_optimizer():
     saved["param_groups"] = [{"params": g["params"], "rho": 0.5} for g in saved["param_groups"]]
     with pytest.raises(ValueError, match=r"saved by another optimizer.*'use_muon'"):
         opt.load_state_dict(saved)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_a_variants_state_is_its_bases_state_both_ways(variant):
+    """soap <-> soap_drift: the same class, so neither is refused; torch's rule that the saved groups'
+    hyperparameters win (as for ``lr``) carries the option with the state, and the loaded optimizer then steps
+    bitwise as the one that saved it."""
+    base = REGISTRY[variant].variant_of
+    ((option, value),) = REGISTRY[variant].defaults.items()
+    for source, target in ((base, variant), (variant, base)):
+        model = _model()
+        saver = create(source, model)
+        for seed in range(11):  # past the refreshes at steps 1 and 10
+            _step(model, saver, seed)
+        twin = copy.deepcopy(model)
+        loader = create(target, twin)
+        loader.load_state_dict(saver.state_dict())
+        assert loader.param_groups[0][option] == saver.param_groups[0][option]
+        assert (loader.param_groups[0][option] == value) is (source == variant)
+        for seed in range(11, 22):
+            _step(model, saver, seed)
+            _step(twin, loader, seed)
+        for a, b in zip(model.parameters(), twin.parameters(), strict=True):
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_a_variants_state_elsewhere_is_named_after_its_base(variant):
+    model = _model()
+    src = create(variant, model)
+    _step(model, src, 0)
+    opt = create("lion", _model())
+    with pytest.raises(ValueError, match=rf"looks like the state of '{REGISTRY[variant].variant_of}'"):
+        opt.load_state_dict(src.state_dict())

@@ -16,6 +16,12 @@ from precond.optim.registry import spec
 from tests.problems import batches, mlp
 
 NAMES = sorted(REGISTRY)
+#: The option variants, with the option each sets (issue 18): SOAP's class with one opt-in refresh option on.
+VARIANTS = {
+    "soap_drift": ("drift_tolerance", 0.1),
+    "soap_stagger": ("stagger_refresh", True),
+    "soap_cholqr": ("cholesky_qr", True),
+}
 
 
 def test_available_lists_the_registry_sorted() -> None:
@@ -36,7 +42,11 @@ def test_available_lists_the_registry_sorted() -> None:
         "sgdp",
         "fismo",
         "auon",
+        "soap_drift",
+        "soap_stagger",
+        "soap_cholqr",
     }
+    assert available(variants=False) == sorted(set(NAMES) - set(VARIANTS))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -68,8 +78,46 @@ def test_spec_is_consistent_with_its_target(name: str) -> None:
 def test_the_registry_holds_no_tuning_policy() -> None:
     """Sweep ranges are benchmark policy (``precond.bench.tuning``): a spec is name, target, defaults, docs."""
     fields = {f.name for f in dataclasses.fields(OptimizerSpec)}
-    assert fields == {"name", "target", "defaults", "description", "paper", "named_params"}
+    assert fields == {"name", "target", "defaults", "description", "paper", "named_params", "variant_of"}
     assert not hasattr(spec("adamw"), "grid")
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_each_variant_is_soap_with_its_option_and_steps_as_soap_given_it(name: str) -> None:
+    """The variant is the SOAP class with one option on (the rest SOAP's defaults), and trains bitwise as SOAP
+    built directly with that option, over 12 steps (past the refreshes at steps 1 and 10)."""
+    from precond.optim import SOAP
+
+    option, value = VARIANTS[name]
+    s = REGISTRY[name]
+    assert s.variant_of == "soap" and s.target == REGISTRY["soap"].target and dict(s.defaults) == {option: value}
+    assert option in s.description
+    model, twin = mlp(), mlp()
+    opt, oracle = create(name, model), SOAP(twin.parameters(), **{option: value})
+    plain = SOAP([nn.Parameter(torch.ones(2, 2))])
+    assert type(opt) is SOAP and opt.param_groups[0][option] == value != plain.defaults[option]
+    assert {k: v for k, v in opt.defaults.items() if k != option} == {
+        k: v for k, v in plain.defaults.items() if k != option
+    }
+    for x, y in batches(model, 12):
+        for net, o in ((model, opt), (twin, oracle)):
+            o.zero_grad()
+            (net(x) - y).square().mean().backward()
+            o.step()
+    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
+        assert torch.equal(a, b) and torch.isfinite(a).all()
+
+
+def test_a_variant_must_name_an_algorithm_entry_of_its_class() -> None:
+    base = OptimizerSpec("base", "m:A")
+    for bad in (
+        OptimizerSpec("v", "m:A", variant_of="nowhere"),
+        OptimizerSpec("v", "m:B", variant_of="base"),  # another class
+        OptimizerSpec("v", "m:A", variant_of="w"),  # a variant of a variant
+    ):
+        with pytest.raises(ValueError, match="variant_of"):
+            registry._check_variants([base, OptimizerSpec("w", "m:A", variant_of="base"), bad])
+    assert sorted(registry._check_variants([base, OptimizerSpec("v", "m:A", variant_of="base")])) == ["base", "v"]
 
 
 def test_unknown_name_lists_the_available_ones() -> None:

@@ -26,6 +26,10 @@ sgdp       1e-3…1e-1                              --
 fismo      3e-4…3e-2 (``match_adamw`` scaling)    1e-3…1e-1
 auon       3e-4…3e-2 (``match_adamw`` scaling)    1e-3…1e-1
 =========  =====================================  ===========================
+
+A registry option variant (``soap_drift``, ``soap_stagger``, ``soap_cholqr``: ``variant_of="soap"``) is tuned
+exactly as its base: it gets a copy of the base's :class:`SweepRanges` under its own name, so that its final
+loss compares with the default's under the same search (issue 18).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from precond.optim.registry import REGISTRY
 from precond.optim.registry import spec as optimizer_spec
 
 __all__ = ["TUNING", "SweepRanges", "sweep_ranges"]
@@ -207,8 +212,20 @@ _RANGES = (
     ),
 )
 
+
+def _with_variants(ranges: tuple[SweepRanges, ...]) -> dict[str, SweepRanges]:
+    """``{name: ranges}``, plus each registry variant's copy of its base's ranges (a variant of an optimizer
+    without ranges gets none)."""
+    table = {r.name: r for r in ranges}
+    for name, s in REGISTRY.items():
+        base = table.get(s.variant_of) if s.variant_of else None
+        if base is not None:
+            table[name] = SweepRanges(name, base.ranges, base.beta2, base.beta1)
+    return table
+
+
 #: The tuning ranges of every registry optimizer, by lower-case registry name.
-TUNING: Mapping[str, SweepRanges] = MappingProxyType({r.name: r for r in _RANGES})
+TUNING: Mapping[str, SweepRanges] = MappingProxyType(_with_variants(_RANGES))
 
 
 def sweep_ranges(name: str) -> SweepRanges:

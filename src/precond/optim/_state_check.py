@@ -21,11 +21,16 @@ NEUTRAL_GROUP_KEYS = frozenset({"params", "param_names", "initial_lr"})
 
 @functools.lru_cache(maxsize=1)
 def _registry_group_keys() -> tuple[tuple[str, frozenset[str]], ...]:
-    """``(name, hyperparameter keys of a param group)`` of every registry optimizer, built on a dummy tensor."""
+    """``(name, hyperparameter keys of a param group)`` of every registry optimizer, built on a dummy tensor.
+
+    Option variants (``soap_drift``) are left out: their groups are their base's, so a SOAP state is named
+    ``'soap'``, not whichever variant sorts last."""
     from precond.optim.registry import REGISTRY  # lazy: the registry imports the optimizers' modules lazily
 
     out = []
     for name, spec in REGISTRY.items():
+        if spec.variant_of:
+            continue
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -24,6 +24,21 @@ fismo      precond.optim.fismo:FISMO       scale="match_adamw", adam_lr_ratio=1,
 auon       precond.optim.auon:AuON         scale="match_adamw", adam_lr_ratio=1, wd
 =========  ==============================  =========================================
 
+Option variants (``variant_of`` set) are an entry's class with one opt-in option on, so that ``precond bench``
+can compare it against the default under the same tuning (issue 18):
+
+============  =======================  ===========================
+name          target                   defaults passed by ``create``
+============  =======================  ===========================
+soap_drift    precond.optim.soap:SOAP  drift_tolerance=0.1
+soap_stagger  precond.optim.soap:SOAP  stagger_refresh=True
+soap_cholqr   precond.optim.soap:SOAP  cholesky_qr=True
+============  =======================  ===========================
+
+A variant is the same optimizer: its state dicts load into its base and back (the saved groups' options win, as
+torch's ``load_state_dict`` does for ``lr``), and registry-wide sweeps over *algorithms* (the hardening and
+foreign-state tests, :func:`precond.optim._state_check.guess_source`) take ``available(variants=False)``.
+
 How the benchmark tunes them (the sweep ranges and their history) is benchmark policy, kept next to the benchmark
 in :mod:`precond.bench.tuning`.
 """
@@ -58,6 +73,8 @@ class OptimizerSpec:
         paper: citation.
         named_params: the optimizer wants ``(name, tensor)`` pairs and takes an ``nn.Module`` itself (Muon
             routes parameters by name and finds weights stored ``[in, out]`` by module type).
+        variant_of: the registry entry this one is, with the options in ``defaults`` set (same target); empty
+            for an algorithm of its own.
     """
 
     name: str
@@ -66,6 +83,7 @@ class OptimizerSpec:
     description: str = ""
     paper: str = ""
     named_params: bool = False
+    variant_of: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "defaults", _frozen(self.defaults))
@@ -120,6 +138,31 @@ _SPECS = (
         defaults={},
         description="Adam in the eigenbasis of Shampoo's Kronecker factors, refreshed every few steps.",
         paper="Vyas et al. 2024, SOAP: Improving and Stabilizing Shampoo using Adam, arXiv 2409.11321",
+    ),
+    OptimizerSpec(
+        name="soap_drift",
+        target="precond.optim.soap:SOAP",
+        # 0.1: the middle of the 0.05-0.2 range SOAP's docstring gives, the value the step benchmark measures
+        defaults={"drift_tolerance": 0.1},
+        description="SOAP with drift_tolerance=0.1: a refresh recomputes only the factors whose basis drifted.",
+        paper="Vyas et al. 2024, SOAP: Improving and Stabilizing Shampoo using Adam, arXiv 2409.11321",
+        variant_of="soap",
+    ),
+    OptimizerSpec(
+        name="soap_stagger",
+        target="precond.optim.soap:SOAP",
+        defaults={"stagger_refresh": True},
+        description="SOAP with stagger_refresh=True: the parameters' refreshes spread over the period's steps.",
+        paper="Vyas et al. 2024, SOAP: Improving and Stabilizing Shampoo using Adam, arXiv 2409.11321",
+        variant_of="soap",
+    ),
+    OptimizerSpec(
+        name="soap_cholqr",
+        target="precond.optim.soap:SOAP",
+        defaults={"cholesky_qr": True},
+        description="SOAP with cholesky_qr=True: the refresh orthogonalises by CholeskyQR2, not Householder QR.",
+        paper="Vyas et al. 2024, SOAP: Improving and Stabilizing Shampoo using Adam, arXiv 2409.11321",
+        variant_of="soap",
     ),
     OptimizerSpec(
         name="shampoo",
@@ -218,13 +261,25 @@ _SPECS = (
     ),
 )
 
+
+def _check_variants(specs: Iterable[OptimizerSpec]) -> Mapping[str, OptimizerSpec]:
+    """``{name: spec}`` of ``specs``; ``ValueError`` unless every ``variant_of`` names an algorithm entry (not a
+    variant) with the same target."""
+    table = {s.name: s for s in specs}
+    for s in table.values():
+        base = table.get(s.variant_of) if s.variant_of else None
+        if s.variant_of and (base is None or base.variant_of or base.target != s.target):
+            raise ValueError(f"registry entry {s.name!r}: variant_of={s.variant_of!r} is not an entry of {s.target}")
+    return MappingProxyType(table)
+
+
 #: Every optimizer the benchmark knows, by lower-case name.
-REGISTRY: Mapping[str, OptimizerSpec] = MappingProxyType({s.name: s for s in _SPECS})
+REGISTRY: Mapping[str, OptimizerSpec] = _check_variants(_SPECS)
 
 
-def available() -> list[str]:
-    """The registry's names, sorted."""
-    return sorted(REGISTRY)
+def available(variants: bool = True) -> list[str]:
+    """The registry's names, sorted; ``variants=False``: without the option variants (one name per algorithm)."""
+    return sorted(n for n, s in REGISTRY.items() if variants or not s.variant_of)
 
 
 def spec(name: str) -> OptimizerSpec:
