@@ -28,6 +28,7 @@ from precond.linalg.learned import (
     pretrained_direction_net,
     ritz_rhs,
     save_direction_net,
+    train_direction_net,
 )
 
 
@@ -75,6 +76,10 @@ def test_ic0_equals_dense_textbook_ic0(grid: PoissonGrid) -> None:
     np.testing.assert_allclose(f.solve(r), np.linalg.solve(L @ L.T, r), rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="triangles"):
         ic0(sp.csr_array(np.array([[4.0, -1, -1], [-1, 4, -1], [-1, -1, 4]])))
+    with pytest.raises(ValueError, match="shape"):
+        f.solve(np.ones(grid.n + 1))
+    with pytest.raises(ValueError, match="finite"):
+        f.solve(np.full(grid.n, np.nan))
 
 
 def test_ritz_vectors_and_rhs(grid: PoissonGrid) -> None:
@@ -178,6 +183,27 @@ def test_learned_bad_input(grid: PoissonGrid) -> None:
         DirectionNet(channels=0)
     with pytest.raises(ValueError, match="even"):
         net(torch.ones(1, 1, 5, 5), torch.ones(1, 1, 5, 5))
+    with pytest.raises(TypeError, match="PoissonGrid"):
+        dcdm(A, np.ones(grid.n), net, object())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="fluid cells"):
+        grid.to_grid(np.ones(grid.n + 1))
+    with pytest.raises(ValueError, match="symmetric"):
+        lanczos_ritz(A + sp.csr_array(([1.0], ([0], [1])), shape=A.shape), 5)
+    with pytest.raises(ValueError, match="NaN"):
+        lanczos_ritz(A * np.nan, 5)
+    with pytest.raises(ValueError, match="`m`"):
+        lanczos_ritz(A, 0)
+    ok = np.ones((4, grid.n))
+    with pytest.raises(ValueError, match=r"rhs\[0\].*shape"):
+        train_direction_net(net, [grid], [np.ones((4, grid.n + 1))])
+    with pytest.raises(ValueError, match="NaN"):
+        train_direction_net(net, [grid], [ok * np.nan])
+    with pytest.raises(ValueError, match="batch"):
+        train_direction_net(net, [grid], [ok], batch=0)
+    with pytest.raises(ValueError, match="epochs"):
+        train_direction_net(net, [grid], [ok], epochs=-1)
+    with pytest.raises(ValueError, match="lr"):
+        train_direction_net(net, [grid], [ok], lr=float("nan"))
 
 
 def _pcg_iterations(A, b: np.ndarray, pre) -> int:  # type: ignore[no-untyped-def]
