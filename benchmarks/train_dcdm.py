@@ -1,11 +1,16 @@
-"""Train the DCDM direction network shipped as ``precond/linalg/learned/dcdm_poisson32.pt``.
+"""Train the DCDM direction networks shipped as ``precond/linalg/learned/dcdm_poisson{32,64}.pt``.
 
-    python benchmarks/train_dcdm.py                      # writes the shipped checkpoint (CPU, a few minutes)
-    python benchmarks/train_dcdm.py --out net.pt --steps 200     # a quick trial into ./net.pt
+    python benchmarks/train_dcdm.py --threads 2               # the shipped 32² checkpoint (CPU, a few minutes)
+    python benchmarks/train_dcdm.py --size 64 --threads 1     # the shipped 64² checkpoint
+    python benchmarks/train_dcdm.py --out net.pt --steps 200  # a quick trial into ./net.pt
+
+``--out`` defaults to the shipped checkpoint of ``--size`` (``CHECKPOINTS`` in ``precond.linalg.learned``), or
+``./dcdm_poisson{size}.pt`` for a size with none.  Both shipped files used the other options' defaults; another
+thread count can change torch's summation order, hence the weights in their last bits.
 
 Unsupervised (Kaneda et al., ICML 2023, eq. 6): Ritz-vector right-hand sides (Lanczos on each training matrix)
-on 32×32 pressure-Poisson grids with random obstacles (layout seeds 100…100+layouts−1; the tests use unseen
-seeds), Adam on the line-search residual loss.  No solutions are used.
+on ``size × size`` pressure-Poisson grids with random obstacles (layout seeds 100…100+layouts−1; the tests use
+unseen seeds), Adam on the line-search residual loss.  No solutions are used.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import torch
 
 from precond.bench.solvers.problems import obstacle_mask
 from precond.linalg.learned import (
-    PRETRAINED,
+    CHECKPOINTS,
     DirectionNet,
     PoissonGrid,
     lanczos_ritz,
@@ -31,8 +36,8 @@ from precond.linalg.learned import (
 
 def main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=PRETRAINED)
-    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--out", type=Path, default=None, help="default: the shipped checkpoint of --size")
+    p.add_argument("--size", type=int, default=32, help="grid side (even)")
     p.add_argument("--layouts", type=int, default=8)
     p.add_argument("--samples", type=int, default=256, help="Ritz right-hand sides per layout")
     p.add_argument("--steps", type=int, default=1500)
@@ -41,6 +46,10 @@ def main(argv: list[str]) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
+    if a.size < 4 or a.size % 2:
+        p.error(f"--size must be an even grid side ≥ 4, got {a.size}")
+    if a.out is None:
+        a.out = CHECKPOINTS.get(a.size, Path(f"dcdm_poisson{a.size}.pt"))
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     grids = [PoissonGrid.build(obstacle_mask(a.size, seed=100 + i)) for i in range(a.layouts)]

@@ -16,14 +16,19 @@ import torch
 from precond.bench.solvers.problems import divergence_rhs, fill_pockets, laplacian_2d, obstacle_mask
 from precond.linalg._ic0 import ic0
 from precond.linalg.learned import (
+    CHECKPOINTS,
+    PRETRAINED,
     DirectionNet,
     PoissonGrid,
     dcdm,
     lanczos_ritz,
     line_search_loss,
     load_direction_net,
+    pretrained,
+    pretrained_direction_net,
     ritz_rhs,
     save_direction_net,
+    train_direction_net,
 )
 
 
@@ -71,6 +76,10 @@ def test_ic0_equals_dense_textbook_ic0(grid: PoissonGrid) -> None:
     np.testing.assert_allclose(f.solve(r), np.linalg.solve(L @ L.T, r), rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="triangles"):
         ic0(sp.csr_array(np.array([[4.0, -1, -1], [-1, 4, -1], [-1, -1, 4]])))
+    with pytest.raises(ValueError, match="shape"):
+        f.solve(np.ones(grid.n + 1))
+    with pytest.raises(ValueError, match="finite"):
+        f.solve(np.full(grid.n, np.nan))
 
 
 def test_ritz_vectors_and_rhs(grid: PoissonGrid) -> None:
@@ -174,6 +183,27 @@ def test_learned_bad_input(grid: PoissonGrid) -> None:
         DirectionNet(channels=0)
     with pytest.raises(ValueError, match="even"):
         net(torch.ones(1, 1, 5, 5), torch.ones(1, 1, 5, 5))
+    with pytest.raises(TypeError, match="PoissonGrid"):
+        dcdm(A, np.ones(grid.n), net, object())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="fluid cells"):
+        grid.to_grid(np.ones(grid.n + 1))
+    with pytest.raises(ValueError, match="symmetric"):
+        lanczos_ritz(A + sp.csr_array(([1.0], ([0], [1])), shape=A.shape), 5)
+    with pytest.raises(ValueError, match="NaN"):
+        lanczos_ritz(A * np.nan, 5)
+    with pytest.raises(ValueError, match="`m`"):
+        lanczos_ritz(A, 0)
+    ok = np.ones((4, grid.n))
+    with pytest.raises(ValueError, match=r"rhs\[0\].*shape"):
+        train_direction_net(net, [grid], [np.ones((4, grid.n + 1))])
+    with pytest.raises(ValueError, match="NaN"):
+        train_direction_net(net, [grid], [ok * np.nan])
+    with pytest.raises(ValueError, match="batch"):
+        train_direction_net(net, [grid], [ok], batch=0)
+    with pytest.raises(ValueError, match="epochs"):
+        train_direction_net(net, [grid], [ok], epochs=-1)
+    with pytest.raises(ValueError, match="lr"):
+        train_direction_net(net, [grid], [ok], lr=float("nan"))
 
 
 def _pcg_iterations(A, b: np.ndarray, pre) -> int:  # type: ignore[no-untyped-def]
@@ -187,22 +217,16 @@ def _pcg_iterations(A, b: np.ndarray, pre) -> int:  # type: ignore[no-untyped-de
     return int(info.iterations)
 
 
-@pytest.mark.parametrize("layout", [7, 23])
-def test_shipped_net_beats_cg_and_ic0_on_held_out_physics(layout: int) -> None:
-    """The shipped checkpoint (trained on layouts 100–107 with Ritz right-hand sides) on an unseen obstacle layout
-    and right-hand sides from the physics distribution (divergence of random velocity fields): fewer iterations
-    to 1e-6 than CG and than IC(0)-PCG on every right-hand side, and a monotone A-norm error."""
-    from precond.bench.solvers.problems import divergence_rhs, obstacle_mask
+def _check_beats_cg_and_ic0(net: DirectionNet, size: int, layout: int) -> None:
+    """On the unseen layout and 3 divergence right-hand sides: DCDM converges to 1e-6 in fewer iterations than
+    IC(0)-PCG, which needs fewer than CG, and its A-norm error is monotone."""
     from precond.linalg import ic0
-    from precond.linalg.learned import PRETRAINED, PoissonGrid, dcdm, pretrained
 
-    assert PRETRAINED.stat().st_size < 1_000_000
-    net = pretrained()
-    grid = PoissonGrid.build(obstacle_mask(32, seed=layout))
+    grid = PoissonGrid.build(obstacle_mask(size, seed=layout))
     A = grid.matrix()
     factor = ic0(A)
     for b in divergence_rhs(grid.mask, 3, seed=layout + 1):
-        x_star = np.linalg.solve(A.toarray(), b)
+        x_star = spla.spsolve(sp.csc_array(A), b)
         errors: list[float] = []
 
         def record(x: np.ndarray, x_star: np.ndarray = x_star, errors: list[float] = errors) -> None:
@@ -210,8 +234,42 @@ def test_shipped_net_beats_cg_and_ic0_on_held_out_physics(layout: int) -> None:
             errors.append(float(e @ (A @ e)))
 
         res = dcdm(A, b, net, grid, tol=1e-6, max_iter=400, callback=record)
-        assert res.converged
         cg = _pcg_iterations(A, b, None)
         ic = _pcg_iterations(A, b, lambda r: torch.from_numpy(factor.solve(r.numpy())))
-        assert res.iterations < ic < cg, (res.iterations, ic, cg)
+        assert res.converged and res.iterations < ic < cg, (res.status, res.iterations, ic, cg)
         assert all(b2 <= a2 * (1 + 1e-9) + 1e-24 for a2, b2 in itertools.pairwise(errors))
+
+
+@pytest.mark.parametrize("layout", [7, 23])
+def test_shipped_net_beats_cg_and_ic0_on_held_out_physics(layout: int) -> None:
+    """The shipped 32² checkpoint (trained on layouts 100–107 with Ritz right-hand sides) on an unseen obstacle
+    layout and right-hand sides from the physics distribution (divergence of random velocity fields)."""
+    _check_beats_cg_and_ic0(pretrained_direction_net(32), 32, layout)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="the shipped 64² network stalls just above 1e-6 (or higher) on some held-out right-hand sides "
+    "(layout 7: 2 of 3 hit the cap) and does not beat IC(0)-PCG",
+)
+@pytest.mark.parametrize("layout", [7, 23])
+def test_shipped_64_net_beats_cg_and_ic0_on_held_out_physics(layout: int) -> None:
+    _check_beats_cg_and_ic0(pretrained_direction_net(64), 64, layout)
+
+
+def test_shipped_checkpoints_per_grid_size() -> None:
+    assert sorted(CHECKPOINTS) == [32, 64] and PRETRAINED == CHECKPOINTS[32]
+    for size, path in CHECKPOINTS.items():
+        assert path.stat().st_size < 1_000_000
+        meta = torch.load(path, map_location="cpu", weights_only=True)["meta"]
+        assert meta["trained_by"] == "benchmarks/train_dcdm.py" and meta["args"]["size"] == str(size)
+    # the no-argument forms are the 32² network
+    r = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 1, 32, 32))).float()
+    m = torch.ones(1, 1, 32, 32)
+    torch.testing.assert_close(pretrained()(r, m), pretrained_direction_net(32)(r, m), rtol=0, atol=0)
+    torch.testing.assert_close(load_direction_net(PRETRAINED)(r, m), pretrained()(r, m), rtol=0, atol=0)
+    assert not torch.equal(pretrained_direction_net(64)(r, m), pretrained()(r, m))
+    for bad in (48, 0, True, "32", 32.0):
+        with pytest.raises(ValueError, match=r"shipped: 32, 64.*train_dcdm\.py --size"):
+            pretrained_direction_net(bad)  # type: ignore[arg-type]

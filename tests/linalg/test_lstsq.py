@@ -34,6 +34,20 @@ def test_plain_lsqr_needs_more_iterations_when_ill_conditioned() -> None:
     assert plain.iterations > 3 * sk.iterations
 
 
+def test_plain_lsqr_reports_an_ill_conditioned_stop_honestly() -> None:
+    """SciPy's LSQR stops by default once its cond(A) estimate passes 1e8 (istop 3) with an iterate far from the
+    solution; lstsq turns that stop off, so it either converges or says it hit the cap."""
+    for cond, cap in ((1e6, 5000), (1e10, 3000)):
+        A, b = ill_conditioned(2000, 50, cond, seed=1)
+        ref = np.linalg.lstsq(A, b, rcond=None)[0]
+        res = lstsq(A, b, "lsqr", tol=1e-14, max_iter=cap)
+        err = np.linalg.norm(res.solution - ref) / np.linalg.norm(ref)
+        if cond == 1e6:
+            assert res.converged and res.iterations < cap and err < 1e-7
+        else:
+            assert res.status == "max_iter" and res.iterations == cap and err > 0.1
+
+
 def test_sparse_and_torch_inputs_and_direct() -> None:
     rng = np.random.default_rng(0)
     A = sp.random_array((3000, 40), density=0.05, rng=rng) + sp.vstack([sp.eye_array(40), sp.csr_array((2960, 40))])
@@ -62,5 +76,8 @@ def test_lstsq_bad_input() -> None:
         lstsq(A, b, sketch_kind="countsketch")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="oversampling"):
         lstsq(A, b, oversampling=1.0)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="max_iter"):
+            lstsq(A, b, "lsqr", max_iter=bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="rank deficient"):
         lstsq(np.c_[A, A[:, :1]], b)

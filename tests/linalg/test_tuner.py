@@ -60,9 +60,12 @@ def cost_table(variance: str, T: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("variance", "tsallis_bound"), [("high", 1.32), ("low", 1.3)])
-def test_tuners_on_synthetic_sequence(variance: str, tsallis_bound: float) -> None:
-    T = 2000
+@pytest.mark.parametrize("variance", ["high", "low"])
+def test_tuners_on_synthetic_sequence(variance: str) -> None:
+    """The issue's bound, Tsallis-INF ≤ 1.3× the best fixed ω over ≥ 2000 instances, for every seed.  Its regret is
+    sublinear, so the ratio falls with T: T = 3000 leaves a margin that T = 2000 does not (high variance sits at
+    1.3 there).  The authors' η_t = 2/√t is kept; other constants c/√t did no better at T = 2000."""
+    T = 3000
     C, shifts, young = cost_table(variance, T)
     rows = np.arange(T)
     best_fixed = C.sum(0).min()
@@ -70,9 +73,9 @@ def test_tuners_on_synthetic_sequence(variance: str, tsallis_bound: float) -> No
     instance_opt = C.min(1).sum()
     assert instance_opt < best_fixed < gauss_seidel
     assert young.sum() < best_fixed  # Young's ω* per instance is near-optimal for this consistently ordered K
-    tsallis = np.mean([C[rows, replay(TsallisINF(seed=s), C)].sum() for s in range(3)])
-    assert tsallis <= tsallis_bound * best_fixed
-    assert tsallis <= 0.35 * gauss_seidel
+    tsallis = np.array([C[rows, replay(TsallisINF(seed=s), C)].sum() for s in range(3)])
+    assert (tsallis <= 1.3 * best_fixed).all(), tsallis / best_fixed
+    assert (tsallis <= 0.35 * gauss_seidel).all()
     cheb = np.mean([C[rows, replay(ChebCB((-0.15, 0.45), seed=s), C, shifts)].sum() for s in range(3)])
     assert cheb < best_fixed
     assert cheb >= instance_opt

@@ -63,7 +63,15 @@ REGISTRATION = SourceSet(
     ),
 )
 SOLVERS = SourceSet(
-    "solvers", ("linalg/**/*.py", "linalg/learned/*.pt", "bench/solvers/problems.py", "bench/solvers/run.py")
+    "solvers",
+    (
+        "linalg/**/*.py",
+        "linalg/learned/*.pt",
+        "bench/solvers/problems.py",
+        "bench/solvers/run.py",
+        "bench/solvers/least_squares.py",
+        "bench/solvers/_timing.py",
+    ),
 )
 AREAS: dict[str, SourceSet] = {s.name: s for s in (OPTIMIZER, OT, COMPLETION, REGISTRATION, SOLVERS)}
 #: Modules no area's figures depend on (storage, protocol, reporting, command line, environment record): editing

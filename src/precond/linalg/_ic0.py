@@ -39,10 +39,13 @@ class IC0:
 
     def solve(self, r: np.ndarray) -> np.ndarray:
         """``M⁻¹ r = (Δ + Lᵀ)⁻¹ Δ (Δ + L)⁻¹ r`` for ``r`` of shape ``[n]`` or ``[n, B]``."""
+        r = np.asarray(r, dtype=np.float64)
+        if r.ndim not in (1, 2) or r.shape[0] != self.n or not np.isfinite(r).all():
+            raise ValueError(f"`r` must be finite with shape [{self.n}] or [{self.n}, B], got shape {r.shape}")
         vec = r.ndim == 1
         R = r[:, None] if vec else r
         d = self.pivots[:, None]
-        Y = self._lower.solve(np.asarray(R, dtype=np.float64), d)
+        Y = self._lower.solve(R, d)
         Z = self._upper.solve(d * Y, d)
         return Z[:, 0] if vec else Z
 

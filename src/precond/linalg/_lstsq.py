@@ -26,6 +26,7 @@ __all__ = ["LstsqResult", "lstsq", "sketch"]
 
 Method = Literal["sketch_lsqr", "lsqr", "direct"]
 Sketch = Literal["gaussian", "sparse_sign", "srht"]
+Status = Literal["converged", "max_iter", "ill_conditioned"]
 
 
 @dataclass(frozen=True)
@@ -36,14 +37,15 @@ class LstsqResult:
         solution: ``x [n]`` (torch when ``b`` was a torch tensor).
         iterations: LSQR iterations (0 for ``direct``).
         residual_norm: ``‖A x − b‖₂``.
-        status: ``"converged"`` or ``"max_iter"`` (LSQR's stopping test not met).
+        status: ``"converged"``, ``"max_iter"`` (LSQR's stopping test not met within the cap) or
+            ``"ill_conditioned"`` (LSQR's estimate of ``cond(A)`` reached ``1/eps``: not a reliable solution).
         method: the method used; sketch: the sketch (``None`` unless ``sketch_lsqr``).
     """
 
     solution: Any
     iterations: int
     residual_norm: float
-    status: Literal["converged", "max_iter"]
+    status: Status
     method: str
     sketch: str | None = None
 
@@ -70,6 +72,15 @@ def _as_matrix(A: Any) -> np.ndarray | sp.csr_array:
     if not np.isfinite(data).all():
         raise ValueError("`A` has NaN or infinite entries")
     return M
+
+
+def _lsqr(op: Any, rhs: np.ndarray, tol: float, cap: int) -> tuple[np.ndarray, int, Status]:
+    """SciPy's LSQR stopped by ``atol = btol = tol`` and the cap only: ``conlim = 0`` turns off its default stop at
+    ``cond(A) > 1e8`` (SciPy's ``istop = 3``), which would return an unconverged iterate for an ill-conditioned
+    ``A``; ``istop = 7`` is the cap, ``6`` a condition estimate of ``1/eps``."""
+    x, istop, itn = spla.lsqr(op, rhs, atol=tol, btol=tol, conlim=0.0, iter_lim=cap)[:3]
+    status: Status = "max_iter" if istop == 7 else "ill_conditioned" if istop in (3, 6) else "converged"
+    return x, int(itn), status
 
 
 def sketch(A: np.ndarray | sp.csr_array, rows: int, kind: Sketch, rng: np.random.Generator) -> np.ndarray:
@@ -114,7 +125,8 @@ def lstsq(
             route is not offered: sparse ``A`` is densified).
         sketch_kind: ``"gaussian"``, ``"sparse_sign"`` (default; ``O(nnz)``) or ``"srht"`` (dense only sensible).
         oversampling: ``γ > 1``, sketch rows ``⌈γ n⌉`` (capped at ``m``).
-        tol: LSQR's ``atol = btol``; max_iter: LSQR cap (default ``4 n`` for ``lsqr``, ``200`` with the sketch).
+        tol: LSQR's ``atol = btol`` (no condition-number stop); max_iter: LSQR cap ``≥ 1`` (default ``4 n`` for
+            ``lsqr``, ``200`` with the sketch).
         seed: sketch seed.
     """
     M = _as_matrix(A)
@@ -126,6 +138,8 @@ def lstsq(
         raise ValueError(f"`method` must be 'sketch_lsqr', 'lsqr' or 'direct', got {method!r}")
     if not (math.isfinite(tol) and tol >= 0):
         raise ValueError(f"`tol` must be finite and ≥ 0, got {tol}")
+    if max_iter is not None and (isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1):
+        raise ValueError(f"`max_iter` must be an integer ≥ 1 or None, got {max_iter!r}")
     if not (math.isfinite(oversampling) and oversampling > 1):
         raise ValueError(f"`oversampling` must be > 1 (sketch rows = oversampling · columns), got {oversampling}")
     if method == "direct":
@@ -134,11 +148,8 @@ def lstsq(
         r = float(np.linalg.norm(dense @ x - rhs))
         return LstsqResult(from_numpy_like(x, b), 0, r, "converged", "direct")
     if method == "lsqr":
-        cap = 4 * n if max_iter is None else max_iter
-        out = spla.lsqr(M, rhs, atol=tol, btol=tol, iter_lim=cap)
-        x = out[0]
-        status: Literal["converged", "max_iter"] = "max_iter" if out[1] == 7 else "converged"
-        return LstsqResult(from_numpy_like(x, b), int(out[2]), float(np.linalg.norm(M @ x - rhs)), status, "lsqr")
+        x, its, status = _lsqr(M, rhs, tol, 4 * n if max_iter is None else max_iter)
+        return LstsqResult(from_numpy_like(x, b), its, float(np.linalg.norm(M @ x - rhs)), status, "lsqr")
     rng = np.random.default_rng(seed)
     rows = min(m, math.ceil(oversampling * n))
     R = np.linalg.qr(sketch(M, rows, sketch_kind, rng), mode="r")
@@ -156,10 +167,8 @@ def lstsq(
         return sla.solve_triangular(R, np.asarray(M.T @ z), trans="T", lower=False)
 
     op = spla.LinearOperator((m, n), matvec=mv, rmatvec=rmv, dtype=np.float64)
-    cap = 200 if max_iter is None else max_iter
-    out = spla.lsqr(op, rhs, atol=tol, btol=tol, iter_lim=cap)
-    x = sla.solve_triangular(R, out[0], lower=False)
-    status = "max_iter" if out[1] == 7 else "converged"
+    y, its, status = _lsqr(op, rhs, tol, 200 if max_iter is None else max_iter)
+    x = sla.solve_triangular(R, y, lower=False)
     return LstsqResult(
-        from_numpy_like(x, b), int(out[2]), float(np.linalg.norm(M @ x - rhs)), status, "sketch_lsqr", sketch_kind
+        from_numpy_like(x, b), its, float(np.linalg.norm(M @ x - rhs)), status, "sketch_lsqr", sketch_kind
     )

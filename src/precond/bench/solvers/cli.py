@@ -16,7 +16,8 @@ __all__ = ["add_arguments", "main", "run_from_args"]
 def add_arguments(
     parser: argparse.ArgumentParser, *, quick_default: bool, out_default: Path, shared_defaults: bool = True
 ) -> None:
-    """``--full``/``--quick``, ``--threads``, ``--out`` (``shared_defaults=False`` leaves the last two unset)."""
+    """``--full``/``--quick``, ``--threads``, ``--out`` (``shared_defaults=False`` leaves those two unset) and
+    ``--lsqr-iter-limit``."""
     if quick_default:
         parser.add_argument("--full", dest="quick", action="store_false", help="full sizes (T=5000, 64², 100000×500)")
     else:
@@ -28,13 +29,25 @@ def add_arguments(
     parser.add_argument(
         "--out", type=Path, default=out_default if shared_defaults else argparse.SUPPRESS, help="output folder"
     )
+    parser.add_argument(
+        "--lsqr-iter-limit",
+        type=int_at_least(1),
+        default=None,
+        help="iteration cap of the unpreconditioned LSQR in the least-squares part (default 4 × columns)",
+    )
 
 
 def run_from_args(args: argparse.Namespace, command: str, *, out_default: Path = DEFAULT_OUT) -> dict:
     out = getattr(args, "out", None) or out_default
     stem = "solvers_quick" if args.quick else "solvers"
     writable_folder(out, "--out", (f"{stem}.json", f"{stem}.png"))
-    return run_benchmark(quick=args.quick, out=out, command=command, threads=getattr(args, "threads", None) or 1)
+    return run_benchmark(
+        quick=args.quick,
+        out=out,
+        command=command,
+        threads=getattr(args, "threads", None) or 1,
+        lsqr_iter_limit=args.lsqr_iter_limit,
+    )
 
 
 def main(argv: Sequence[str] | None = None, *, out_default: Path = DEFAULT_OUT, prog: str | None = None) -> dict:

@@ -3,11 +3,12 @@
 1. Learning to Relax: Tsallis-INF and ChebCB against fixed ω (1.0 … 1.8), Young's ω* and the instance-optimal ω
    on the synthetic shifted-Laplacian sequence (high variance, tol 1e-8): cumulative SOR iterations vs instance
    (plotted), from the cost table of every grid ω on every instance.
-2. DCDM against CG, Jacobi-PCG, IC(0)-PCG and pyamg smoothed-aggregation PCG on pressure-Poisson grids with
-   obstacles (32² and 64², unseen layouts, divergence right-hand sides, tol 1e-6): iterations and wall-clock
-   (setup and solve) reported separately.
-3. Sketched LSQR against ``scipy.sparse.linalg.lsqr`` and ``numpy.linalg.lstsq`` on tall ill-conditioned
-   problems (20000×200 and 100000×500; cond 1e8): iterations, seconds, relative error to the direct solution.
+2. DCDM (the shipped network trained on the same grid size) against CG, Jacobi-PCG, IC(0)-PCG and pyamg
+   smoothed-aggregation PCG on pressure-Poisson grids with obstacles (32² and 64², unseen layouts, divergence
+   right-hand sides, tol 1e-6): iterations and wall-clock (setup and solve) reported separately.
+3. Sketched LSQR (Gaussian, sparse-sign, SRHT) against ``scipy.sparse.linalg.lsqr`` (capped) and the direct
+   solves on tall ill-conditioned problems (20000×200 and 100000×500; cond 1e2, 1e6, 1e10): status, iterations,
+   relative residual and error against ``numpy.linalg.lstsq``, seconds (:mod:`.least_squares`).
 
 Wall-clock is measured in-process with ``time.perf_counter`` after a warm-up; run it on a quiet machine.
 """
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,12 +24,9 @@ from typing import Any
 import numpy as np
 
 from precond.bench import versions
-from precond.bench.solvers.problems import (
-    divergence_rhs,
-    ill_conditioned,
-    obstacle_mask,
-    shifted_laplacian_sequence,
-)
+from precond.bench.solvers._timing import timed
+from precond.bench.solvers.least_squares import CONDITIONS, lstsq_part, print_lstsq
+from precond.bench.solvers.problems import divergence_rhs, obstacle_mask, shifted_laplacian_sequence
 
 __all__ = ["DEFAULT_OUT", "dcdm_part", "lstsq_part", "relax_part", "run_benchmark"]
 
@@ -67,23 +64,13 @@ def relax_part(T: int, seeds: int = 3) -> dict[str, Any]:
     }
 
 
-def _timed(fn: Callable[[], Any], repeats: int) -> tuple[Any, float]:
-    fn()  # warm-up
-    best = float("inf")
-    out = None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return out, best
-
-
 def dcdm_part(sizes: tuple[int, ...], rhs: int, repeats: int) -> list[dict[str, Any]]:
-    """Iterations and seconds (setup, solve) of every method per grid size (part 2)."""
-    from precond.linalg.learned import pretrained
+    """Iterations and seconds (setup, solve) of every method per grid size (part 2); DCDM uses the shipped network
+    trained on that grid size."""
+    from precond.linalg.learned import pretrained_direction_net
 
-    net = pretrained()
-    return [row for m in sizes for row in _dcdm_size(m, net, rhs, repeats)]
+    nets = {m: pretrained_direction_net(m) for m in sizes}  # fails early for a size without a checkpoint
+    return [row for m in sizes for row in _dcdm_size(m, nets[m], rhs, repeats)]
 
 
 def _dcdm_size(m: int, net: Any, rhs: int, repeats: int) -> list[dict[str, Any]]:
@@ -101,12 +88,12 @@ def _dcdm_size(m: int, net: Any, rhs: int, repeats: int) -> list[dict[str, Any]]
     )
     B = divergence_rhs(grid.mask, rhs, seed=11)
 
-    def cg_all(pre: Any) -> list[int]:
-        its = []
+    def cg_all(pre: Any) -> list[tuple[int, bool]]:
+        out = []
         for b in B:
             _, info = pcg(lambda v: At @ v, torch.from_numpy(b), pre, tol=1e-6, max_iter=10 * grid.n)
-            its.append(info.iterations)
-        return its
+            out.append((int(info.iterations), bool(info.converged)))
+        return out
 
     def ic0_pre() -> Any:
         f = ic0(A)
@@ -124,55 +111,30 @@ def _dcdm_size(m: int, net: Any, rhs: int, repeats: int) -> list[dict[str, Any]]
     }
     rows = []
     for name, setup in setups.items():
-        pre, setup_s = _timed(setup, repeats)
-        its, solve_s = _timed(functools.partial(cg_all, pre), repeats)
-        rows.append(_dcdm_row(m, grid.n, name, its, setup_s, solve_s / rhs))
+        pre, setup_s = timed(setup, repeats)
+        runs, solve_s = timed(functools.partial(cg_all, pre), repeats)
+        rows.append(_dcdm_row(m, grid.n, name, runs, setup_s, solve_s / rhs))
 
-    def dcdm_all() -> list[int]:
-        return [dcdm(A, b, net, grid, tol=1e-6).iterations for b in B]
+    def dcdm_all() -> list[tuple[int, bool]]:
+        return [(r.iterations, r.converged) for r in (dcdm(A, b, net, grid, tol=1e-6) for b in B)]
 
-    its, solve_s = _timed(dcdm_all, repeats)
-    rows.append(_dcdm_row(m, grid.n, "DCDM (shipped net)", its, 0.0, solve_s / rhs))
+    runs, solve_s = timed(dcdm_all, repeats)
+    rows.append(_dcdm_row(m, grid.n, f"DCDM ({m}² net)", runs, 0.0, solve_s / rhs))
     return rows
 
 
-def _dcdm_row(m: int, n: int, name: str, its: list[int], setup: float, solve: float) -> dict[str, Any]:
-    return {"grid": m, "n": n, "method": name, "iterations": float(np.mean(its)), "setup_s": setup, "solve_s": solve}
-
-
-def lstsq_part(shapes: tuple[tuple[int, int], ...], cond: float, repeats: int) -> list[dict[str, Any]]:
-    """Iterations, seconds and error against the direct solution per problem (part 3)."""
-    return [row for shape in shapes for row in _lstsq_shape(shape, cond, repeats)]
-
-
-def _lstsq_shape(shape: tuple[int, int], cond: float, repeats: int) -> list[dict[str, Any]]:
-    import scipy.sparse.linalg as spla
-
-    from precond.linalg import lstsq
-
-    A, b = ill_conditioned(shape[0], shape[1], cond, seed=0)
-    ref, ref_s = _timed(lambda: np.linalg.lstsq(A, b, rcond=None)[0], repeats)
-    scale = float(np.linalg.norm(ref))
-    rows: list[dict[str, Any]] = [
-        {"shape": list(shape), "method": "numpy lstsq", "iterations": None, "seconds": ref_s, "rel_error": 0.0}
-    ]
-    out, s = _timed(lambda: lstsq(A, b, method="sketch_lsqr"), repeats)
-    err = float(np.linalg.norm(np.asarray(out.solution) - ref)) / scale
-    rows.append(
-        {
-            "shape": list(shape),
-            "method": "precond sketch_lsqr",
-            "iterations": int(out.iterations),
-            "seconds": s,
-            "rel_error": err,
-        }
-    )
-    res, s = _timed(lambda: spla.lsqr(A, b, atol=1e-14, btol=1e-14, iter_lim=20 * shape[1]), repeats)
-    err = float(np.linalg.norm(res[0] - ref)) / scale
-    rows.append(
-        {"shape": list(shape), "method": "scipy lsqr", "iterations": int(res[2]), "seconds": s, "rel_error": err}
-    )
-    return rows
+def _dcdm_row(m: int, n: int, name: str, runs: list[tuple[int, bool]], setup: float, solve: float) -> dict[str, Any]:
+    """Mean iterations over the right-hand sides (capped runs count their cap) and how many converged."""
+    return {
+        "grid": m,
+        "n": n,
+        "method": name,
+        "iterations": float(np.mean([it for it, _ in runs])),
+        "converged": sum(ok for _, ok in runs),
+        "rhs": len(runs),
+        "setup_s": setup,
+        "solve_s": solve,
+    }
 
 
 def _plot(relax: dict[str, Any], path: Path) -> Path | None:
@@ -196,8 +158,11 @@ def _plot(relax: dict[str, Any], path: Path) -> Path | None:
     return path
 
 
-def run_benchmark(*, quick: bool, out: Path = DEFAULT_OUT, command: str = "", threads: int = 1) -> dict[str, Any]:
-    """All three parts; prints tables, writes ``solvers[_quick].{json,png}``."""
+def run_benchmark(
+    *, quick: bool, out: Path = DEFAULT_OUT, command: str = "", threads: int = 1, lsqr_iter_limit: int | None = None
+) -> dict[str, Any]:
+    """All three parts; prints tables, writes ``solvers[_quick].{json,png}``.  ``lsqr_iter_limit``: the cap of the
+    unpreconditioned LSQR (default 4 × columns)."""
     import torch
 
     from precond.bench.environment import machine_record
@@ -209,16 +174,14 @@ def run_benchmark(*, quick: bool, out: Path = DEFAULT_OUT, command: str = "", th
     for k, v in relax["mean_iterations"].items():
         print(f"  {k:<20}{v:10.1f}")
     dc = dcdm_part((32,) if quick else (32, 64), rhs=2 if quick else 10, repeats=1 if quick else 3)
-    print(f"\n{'grid':>5}{'method':>22}{'iters':>9}{'setup ms':>10}{'solve ms':>10}")
+    print(f"\n{'grid':>5}{'method':>22}{'iters':>9}{'conv':>7}{'setup ms':>10}{'solve ms':>10}")
     for r in dc:
         ms = f"{1e3 * r['setup_s']:>10.2f}{1e3 * r['solve_s']:>10.2f}"
-        print(f"{r['grid']:>5}{r['method']:>22}{r['iterations']:>9.1f}{ms}")
+        conv = f"{r['converged']}/{r['rhs']}"
+        print(f"{r['grid']:>5}{r['method']:>22}{r['iterations']:>9.1f}{conv:>7}{ms}")
     shapes = ((2000, 50),) if quick else ((20000, 200), (100000, 500))
-    ls = lstsq_part(shapes, 1e8, repeats=1 if quick else 3)
-    print(f"\n{'shape':>14}{'method':>22}{'iters':>7}{'seconds':>10}{'rel err':>10}")
-    for r in ls:
-        its = "-" if r["iterations"] is None else str(r["iterations"])
-        print(f"{tuple(r['shape'])!s:>14}{r['method']:>22}{its:>7}{r['seconds']:>10.4f}{r['rel_error']:>10.1e}")
+    ls = lstsq_part(shapes, CONDITIONS, repeats=1 if quick else 3, lsqr_iter_limit=lsqr_iter_limit)
+    print_lstsq(ls)
     stem = "solvers_quick" if quick else "solvers"
     out.mkdir(parents=True, exist_ok=True)
     png = _plot(relax, out / f"{stem}.png")
@@ -226,6 +189,7 @@ def run_benchmark(*, quick: bool, out: Path = DEFAULT_OUT, command: str = "", th
         "quick": quick,
         "command": command,
         "threads": threads,
+        "lsqr_iter_limit": lsqr_iter_limit or "4 × columns",
         **{k: start[k] for k in ("machine", "cpu_count", "load_average", "python", "versions")},
         "code_version": versions.code_version("solvers"),
     }

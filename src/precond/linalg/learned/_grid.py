@@ -97,6 +97,10 @@ class PoissonGrid:
     def to_grid(self, v: Any) -> torch.Tensor:
         """Vectors ``[n]`` or ``[B, n]`` (NumPy or torch) as grids ``[B, 1, H, W]`` (zero on solid cells)."""
         t = torch.as_tensor(np.asarray(v) if not isinstance(v, torch.Tensor) else v)
+        if t.ndim not in (1, 2) or t.shape[-1] != self.n:
+            raise ValueError(
+                f"vectors must have shape [{self.n}] or [B, {self.n}] (the fluid cells), got {tuple(t.shape)}"
+            )
         t = t.reshape(-1, self.n)
         out = t.new_zeros((t.shape[0], *self.shape))
         out[:, torch.from_numpy(self.mask)] = t

@@ -61,6 +61,8 @@ def dcdm(
         tol: stop when ``‖b − A x‖₂ ≤ tol·‖b‖₂``; max_iter: cap; x0: start (default zero).
         callback: called with each iterate ``x`` (a copy), e.g. to record errors.
     """
+    if not isinstance(grid, PoissonGrid):
+        raise TypeError(f"`grid` must be a PoissonGrid, got {type(grid).__name__}")
     M = as_csr(A)
     check_spd_cheap(M)
     if M.shape[0] != grid.n:

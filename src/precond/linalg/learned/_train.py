@@ -12,24 +12,28 @@ and ``θ = m/20`` by default.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
+from precond.linalg._sparse import as_csr, as_rhs, check_spd_cheap
 from precond.linalg.learned._grid import PoissonGrid
 from precond.linalg.learned._net import DirectionNet
 
 __all__ = ["TrainReport", "lanczos_ritz", "ritz_rhs", "train_direction_net"]
 
 
-def lanczos_ritz(A: sp.csr_array, m: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def lanczos_ritz(A: Any, m: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``m`` steps of Lanczos with full reorthogonalization from ``A·randn``: Ritz values ``[m]`` (ascending) and
-    Ritz vectors ``[n, m]``."""
+    Ritz vectors ``[n, m]``.  ``A`` must be symmetric with a positive diagonal (checked)."""
+    A = as_csr(A)
+    check_spd_cheap(A)
     n = A.shape[0]
-    if not 1 <= m <= n:
+    if isinstance(m, bool) or not isinstance(m, int | np.integer) or not 1 <= m <= n:
         raise ValueError(f"`m` must be between 1 and the number of unknowns {n}, got {m}")
     rng = np.random.default_rng(seed)
     v = A @ rng.standard_normal(n)
@@ -94,9 +98,15 @@ def train_direction_net(
     """Train ``net`` in place with Adam on ``rhs[g] [N_g, n_g]`` of each ``grids[g]``; batches mix no layouts."""
     if len(grids) == 0 or len(grids) != len(rhs):
         raise ValueError("`grids` and `rhs` must be non-empty and of equal length (one sample set per layout)")
+    for name, v, least in (("epochs", epochs, 0), ("batch", batch, 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < least:
+            raise ValueError(f"`{name}` must be an integer ≥ {least}, got {v!r}")
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"`lr` must be finite and > 0, got {lr}")
+    checked = [as_rhs(r, g.n, f"rhs[{i}]", batch=True) for i, (g, r) in enumerate(zip(grids, rhs, strict=True))]
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    data = [g.to_grid(torch.from_numpy(np.asarray(r, dtype=np.float32))) for g, r in zip(grids, rhs, strict=True)]
+    data = [g.to_grid(torch.from_numpy(r.astype(np.float32))) for g, r in zip(grids, checked, strict=True)]
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     losses = []
     net.train()
