@@ -161,7 +161,8 @@ class PrecondOptimizer(Optimizer, metaclass=ABCMeta):
     * hyperparameters are checked by ``_validate_group`` in ``__init__`` and in ``add_param_group`` (errors
       name the argument, the param group and the fix); generator ``params`` are materialised; complex and
       (at ``step``) sparse gradients are rejected;
-    * ``nonfinite="skip" | "raise"`` (see :func:`nonfinite_flag`);
+    * ``nonfinite="skip" | "raise"`` (see :func:`nonfinite_flag`); "no host sync" applies to accelerators: a
+      CPU flag is read directly and a finite CPU step runs unmasked (:func:`host_resolved`);
     * floating state is float32 whatever the parameter dtype, and it and integer counters keep their dtype
       across ``load_state_dict`` (torch would cast them to the parameter dtype).
     """

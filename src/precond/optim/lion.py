@@ -88,7 +88,8 @@ class Lion(PrecondOptimizer):
         weight_decay: decoupled weight decay ``λ`` (``p ← p·(1 − lr·λ)``, default ``0.0``, the paper's).  Use
             3-10× more than for AdamW to keep ``lr·λ``.
         nonfinite: ``"skip"`` (default) turns a step with a non-finite gradient into a bitwise no-op on
-            parameters and momenta, without a host sync, and counts it in ``state[p]["nonfinite_skips"]``;
+            parameters and momenta, without a host sync on accelerators (a finite CPU step reads its flag and
+            runs unmasked), and counts it in ``state[p]["nonfinite_skips"]``;
             ``"raise"`` raises ``ValueError`` before touching anything (one host sync per step).
 
     ``torch.sign(0) = 0``: a coordinate whose interpolation is exactly zero is not moved (the paper's
