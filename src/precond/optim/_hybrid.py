@@ -15,12 +15,21 @@ import functools
 import math
 from abc import abstractmethod
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from precond.optim._common import PrecondOptimizer, check_betas, check_int, check_real, masked, state_dtype
+from precond.optim._common import (
+    PrecondOptimizer,
+    check_betas,
+    check_bool,
+    check_int,
+    check_lr,
+    check_real,
+    masked,
+    state_dtype,
+)
 from precond.optim.muon import adamw_step_, uses_muon
 
 Groups = list[tuple[dict[str, Any], list[torch.Tensor]]]
@@ -73,16 +82,34 @@ def zeroed(g: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
     return g if keep is None else torch.where(keep, g, 0.0)
 
 
+def matrix_zeros(p: torch.Tensor) -> torch.Tensor:
+    """Zeros in the matrix view of ``p`` and its state dtype (a momentum buffer, an error accumulator)."""
+    return torch.zeros(matrix_shape(p), dtype=state_dtype(p), device=p.device)
+
+
 class HybridOptimizer(PrecondOptimizer):
     """Base of the matrix-or-AdamW optimizers (see the module docstring).
 
-    Subclasses implement ``_validate_matrix_group``, ``_init_matrix_state``, ``_matrix_step`` and optionally
-    ``_needs_host_check`` (true where a step decomposes a matrix: ``svd``/``eigh`` is not maskable, so the
-    finiteness flag is read on the host there and a bad step is skipped before anything changes) and
-    ``_adam_settings`` (the AdamW part's ``lr, betas, eps, weight_decay``; default: the ``adam_*`` keys and
-    ``lr · adam_lr_ratio``).  ``state[p]["calls"]`` (an ``int``) counts the matrix steps of ``p`` and drives
-    schedules; ``nonfinite_skips`` counts skipped steps of every param.
+    Subclasses implement ``_validate_matrix_group``, ``_init_matrix_state`` and ``_step_bucket`` (one call on
+    the matrices of a group that share a matrix view, dtype, device and refresh flag; it may return the
+    per-member count of failed decompositions, added to ``state[p][fallback_key]``), and set:
+
+    * ``refresh_key``: the group key of the period of refresh steps (steps ``1, T + 1, 2T + 1, …`` of each
+      matrix; ``None``: no refresh schedule, the flag is always false);
+    * ``refresh_syncs``: a refresh decomposes a matrix (``svd``/``eigh`` is not maskable, so the finiteness
+      flag is read on the host there and a bad step is skipped before anything changes);
+    * ``fallback_key``: the int64 counter of failed decompositions in the state of a matrix (or ``None``);
+    * ``shares_adam_settings``: the AdamW part runs with the matrices' ``lr, betas, eps, weight_decay``
+      (default: the ``adam_*`` keys and ``lr · adam_lr_ratio``).
+
+    ``state[p]["calls"]`` (an ``int``) counts the matrix steps of ``p`` and drives schedules;
+    ``nonfinite_skips`` counts skipped steps of every param.
     """
+
+    refresh_key: ClassVar[str | None] = None
+    refresh_syncs: ClassVar[bool] = False
+    fallback_key: ClassVar[str | None] = None
+    shares_adam_settings: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -101,16 +128,28 @@ class HybridOptimizer(PrecondOptimizer):
 
     @abstractmethod
     def _init_matrix_state(self, p: torch.Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
-        """Fill ``state`` (empty) for matrix ``p``."""
+        """Fill ``state`` (empty but for ``calls``) for matrix ``p``."""
 
     @abstractmethod
-    def _matrix_step(self, group: dict[str, Any], params: list[torch.Tensor], keep: torch.Tensor | None) -> None:
-        """One step of the matrix params of ``group`` (``keep`` as :func:`precond.optim._common.masked`)."""
+    def _step_bucket(
+        self,
+        group: dict[str, Any],
+        params: list[torch.Tensor],
+        states: list[dict[str, Any]],
+        refresh: bool,
+        keep: torch.Tensor | None,
+    ) -> torch.Tensor | None:
+        """One step of same-shaped matrices of ``group`` (``keep`` as :func:`precond.optim._common.masked`)."""
+
+    def _refreshes(self, p: torch.Tensor, group: dict[str, Any]) -> bool:
+        return self.refresh_key is not None and self.state[p]["calls"] % group[self.refresh_key] == 0
 
     def _needs_host_check(self, group: dict[str, Any], params: list[torch.Tensor]) -> bool:
-        return False
+        return self.refresh_syncs and any(self._refreshes(p, group) for p in params)
 
     def _adam_settings(self, group: dict[str, Any]) -> tuple[float, tuple[float, float], float, float]:
+        if self.shares_adam_settings:
+            return group["lr"], tuple(group["betas"]), group["eps"], group["weight_decay"]
         ratio = group["adam_lr_ratio"]
         return group["lr"] * ratio, tuple(group["adam_betas"]), group["adam_eps"], group["adam_weight_decay"]
 
@@ -157,12 +196,24 @@ class HybridOptimizer(PrecondOptimizer):
         if route:
             state["calls"] = 0
             self._init_matrix_state(p, group, state)
+            if self.fallback_key is not None:
+                state[self.fallback_key] = torch.zeros((), dtype=torch.int64, device=p.device)
         else:
             zeros = functools.partial(torch.zeros, p.shape, dtype=state_dtype(p), device=p.device)
             state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
             state["exp_avg"] = zeros()
             state["exp_avg_sq"] = zeros()
         state["nonfinite_skips"] = torch.zeros((), dtype=torch.int64, device=p.device)
+
+    def _matrix_step(self, group: dict[str, Any], params: list[torch.Tensor], keep: torch.Tensor | None) -> None:
+        key = None if self.refresh_key is None else (lambda i: self._refreshes(params[i], group))
+        for (_, _, _, refresh), idx in bucket_by_shape(params, key).items():
+            ps = [params[i] for i in idx]
+            states = [self.state[p] for p in ps]
+            failed = self._step_bucket(group, ps, states, bool(refresh), keep)
+            if failed is not None and self.fallback_key is not None:
+                counters = [s[self.fallback_key] for s in states]
+                torch._foreach_add_(counters, list(failed.to(torch.int64).unbind(0)))
 
     def _step_groups(self, groups: Groups, ok: torch.Tensor | None) -> None:
         split = []
@@ -201,6 +252,24 @@ class HybridOptimizer(PrecondOptimizer):
                     keep=ok,
                 )
         self._count_skips(counters, ok)
+
+
+def check_adamw_like(group: dict[str, Any], where: str) -> None:
+    """AdamW's hyperparameters of the matrix part: ``lr``, ``betas``, ``eps > 0``, ``weight_decay >= 0``."""
+    check_lr(group, where)
+    check_betas(group, where)
+    check_real(group, "eps", where, low=0.0, low_open=True)
+    check_real(group, "weight_decay", where, low=0.0)
+
+
+def check_momentum_like(group: dict[str, Any], where: str, *, nesterov: bool) -> None:
+    """A momentum method's: ``lr``, ``momentum`` in ``[0, 1)``, a bool ``nesterov`` (where it has one),
+    ``weight_decay >= 0``."""
+    check_lr(group, where)
+    check_real(group, "momentum", where, low=0.0, high=1.0, high_open=True)
+    if nesterov:
+        check_bool(group, "nesterov", where)
+    check_real(group, "weight_decay", where, low=0.0)
 
 
 def adam_hyperparameters(
