@@ -30,7 +30,7 @@ from precond.optim._common import (
     masked,
     state_dtype,
 )
-from precond.optim.muon import adamw_step_, uses_muon
+from precond.optim.muon import adamw_step_, route_by_name, split_names
 
 Groups = list[tuple[dict[str, Any], list[torch.Tensor]]]
 
@@ -172,21 +172,11 @@ class HybridOptimizer(PrecondOptimizer):
                     )
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        params = param_group["params"]
-        params = [params] if isinstance(params, torch.Tensor) else list(params)  # may be a generator
-        if any(isinstance(p, tuple) for p in params):
-            if not all(isinstance(p, tuple) and len(p) == 2 for p in params):
-                raise ValueError(f"{self.optimizer_name}: give either all params as (name, tensor) pairs or none")
-            param_group = {**param_group, "param_names": [n for n, _ in params], "params": [t for _, t in params]}
-        else:
-            param_group = {**param_group, "params": params}
-        super().add_param_group(param_group)
+        super().add_param_group(split_names(param_group, self.optimizer_name))
 
     def routes(self, group: dict[str, Any], params: list[torch.Tensor]) -> list[bool]:
         """Whether each of ``params`` (of ``group``) gets the matrix update."""
-        names = group.get("param_names")
-        name_of = {} if names is None else {id(p): n for p, n in zip(group["params"], names, strict=False)}
-        return [uses_muon(p, name_of.get(id(p)), group["matrix"]) for p in params]
+        return route_by_name(group, params, group["matrix"])
 
     def _init(self, p: torch.Tensor, group: dict[str, Any], route: bool) -> None:
         state = self.state[p]

@@ -67,6 +67,26 @@ def uses_muon(param: torch.Tensor, name: str | None = None, use_muon: bool | Non
     return param.ndim >= 2 and (name is None or not _looks_like_embedding_or_head(name))
 
 
+def route_by_name(group: dict[str, Any], params: list[torch.Tensor], flag: bool | None) -> list[bool]:
+    """:func:`uses_muon` for each of ``params`` of ``group``, with their names where the group has
+    ``param_names`` and the group's explicit routing ``flag``."""
+    names = group.get("param_names")
+    name_of = {} if names is None else {id(p): n for p, n in zip(group["params"], names, strict=False)}
+    return [uses_muon(p, name_of.get(id(p)), flag) for p in params]
+
+
+def split_names(param_group: dict[str, Any], where: str) -> dict[str, Any]:
+    """``param_group`` with its ``params`` as a list and, where they are given as ``(name, tensor)`` pairs, the
+    names moved to ``param_names`` (``ValueError`` naming ``where`` on a mix of pairs and tensors)."""
+    params = param_group["params"]
+    params = [params] if isinstance(params, torch.Tensor) else list(params)  # may be a generator
+    if any(isinstance(p, tuple) for p in params):
+        if not all(isinstance(p, tuple) and len(p) == 2 for p in params):
+            raise ValueError(f"{where}: give either all params as (name, tensor) pairs or none")
+        return {**param_group, "param_names": [n for n, _ in params], "params": [t for _, t in params]}
+    return {**param_group, "params": params}
+
+
 def param_groups_of(model: nn.Module) -> list[dict[str, Any]]:
     """``model``'s named parameters as Muon param groups: the weights of :data:`TRANSPOSED_MODULES` (stored
     ``[in, out]``) in a group with ``transposed=True``, everything else in one plain group."""
@@ -395,15 +415,7 @@ class Muon(PrecondOptimizer):
                     )
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        params = param_group["params"]
-        params = [params] if isinstance(params, torch.Tensor) else list(params)  # may be a generator
-        if any(isinstance(p, tuple) for p in params):
-            if not all(isinstance(p, tuple) and len(p) == 2 for p in params):
-                raise ValueError("Muon: give either all params as (name, tensor) pairs or none")
-            param_group = {**param_group, "param_names": [n for n, _ in params], "params": [t for _, t in params]}
-        else:
-            param_group = {**param_group, "params": params}
-        super().add_param_group(param_group)
+        super().add_param_group(split_names(param_group, "Muon"))
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)  # refuses another optimizer's state dict (ValueError naming it)
@@ -411,11 +423,7 @@ class Muon(PrecondOptimizer):
             group.setdefault("transposed", False)
 
     def _routes(self, group: dict[str, Any], params: list[torch.Tensor]) -> list[bool]:
-        names = group.get("param_names")
-        if names is None:
-            return [uses_muon(p, None, group["use_muon"]) for p in params]
-        name_of = {id(p): n for p, n in zip(group["params"], names, strict=False)}
-        return [uses_muon(p, name_of.get(id(p)), group["use_muon"]) for p in params]
+        return route_by_name(group, params, group["use_muon"])
 
     # ------------------------------------------------------------------ the step
     def _step_groups(self, groups: list[tuple[dict[str, Any], list[torch.Tensor]]], ok: torch.Tensor | None) -> None:
