@@ -15,7 +15,7 @@ import functools
 import math
 from abc import abstractmethod
 from collections.abc import Iterable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -87,12 +87,27 @@ def matrix_zeros(p: torch.Tensor) -> torch.Tensor:
     return torch.zeros(matrix_shape(p), dtype=state_dtype(p), device=p.device)
 
 
+class MatrixBatch(NamedTuple):
+    """Matrices of one group stepped by one batched call (same view, dtype, device, refresh flag)."""
+
+    params: list[torch.Tensor]
+    states: list[dict[str, Any]]
+    refresh: bool
+
+    def grads(self) -> list[torch.Tensor]:
+        return [p.grad for p in self.params]  # type: ignore[misc]
+
+    def lists(self, *keys: str) -> list[list[torch.Tensor]]:
+        """``[s[key] for s in states]`` for each of ``keys``."""
+        return [[s[key] for s in self.states] for key in keys]
+
+
 class HybridOptimizer(PrecondOptimizer):
     """Base of the matrix-or-AdamW optimizers (see the module docstring).
 
-    Subclasses implement ``_validate_matrix_group``, ``_init_matrix_state`` and ``_step_bucket`` (one call on
-    the matrices of a group that share a matrix view, dtype, device and refresh flag; it may return the
-    per-member count of failed decompositions, added to ``state[p][fallback_key]``), and set:
+    Subclasses implement ``_validate_matrix_group``, ``_init_matrix_state`` and ``_step_batch`` (one call on a
+    :class:`MatrixBatch`; it may return the per-member count of failed decompositions, added to
+    ``state[p][fallback_key]``), and set:
 
     * ``refresh_key``: the group key of the period of refresh steps (steps ``1, T + 1, 2T + 1, …`` of each
       matrix; ``None``: no refresh schedule, the flag is always false);
@@ -131,15 +146,8 @@ class HybridOptimizer(PrecondOptimizer):
         """Fill ``state`` (empty but for ``calls``) for matrix ``p``."""
 
     @abstractmethod
-    def _step_bucket(
-        self,
-        group: dict[str, Any],
-        params: list[torch.Tensor],
-        states: list[dict[str, Any]],
-        refresh: bool,
-        keep: torch.Tensor | None,
-    ) -> torch.Tensor | None:
-        """One step of same-shaped matrices of ``group`` (``keep`` as :func:`precond.optim._common.masked`)."""
+    def _step_batch(self, group: dict[str, Any], batch: MatrixBatch, keep: torch.Tensor | None) -> torch.Tensor | None:
+        """One step of ``batch``, matrices of ``group`` (``keep`` as :func:`precond.optim._common.masked`)."""
 
     def _refreshes(self, p: torch.Tensor, group: dict[str, Any]) -> bool:
         return self.refresh_key is not None and self.state[p]["calls"] % group[self.refresh_key] == 0
@@ -200,7 +208,7 @@ class HybridOptimizer(PrecondOptimizer):
         for (_, _, _, refresh), idx in bucket_by_shape(params, key).items():
             ps = [params[i] for i in idx]
             states = [self.state[p] for p in ps]
-            failed = self._step_bucket(group, ps, states, bool(refresh), keep)
+            failed = self._step_batch(group, MatrixBatch(ps, states, bool(refresh)), keep)
             if failed is not None and self.fallback_key is not None:
                 counters = [s[self.fallback_key] for s in states]
                 torch._foreach_add_(counters, list(failed.to(torch.int64).unbind(0)))

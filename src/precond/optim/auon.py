@@ -13,6 +13,7 @@ from torch import nn
 from precond.optim._common import check_choice, check_real, masked, state_dtype
 from precond.optim._hybrid import (
     HybridOptimizer,
+    MatrixBatch,
     adam_hyperparameters,
     apply_matrix_update_,
     check_momentum_like,
@@ -149,18 +150,11 @@ class AuON(HybridOptimizer):
     def _init_matrix_state(self, p: torch.Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
         state["momentum_buffer"] = matrix_zeros(p)
 
-    def _step_bucket(
-        self,
-        group: dict[str, Any],
-        params: list[torch.Tensor],
-        states: list[dict[str, Any]],
-        refresh: bool,
-        keep: torch.Tensor | None,
-    ) -> None:
+    def _step_batch(self, group: dict[str, Any], batch: MatrixBatch, keep: torch.Tensor | None) -> None:
         auon_step_(
-            params,
-            [p.grad for p in params],  # type: ignore[misc]
-            [s["momentum_buffer"] for s in states],
+            batch.params,
+            batch.grads(),
+            *batch.lists("momentum_buffer"),
             lr=group["lr"],
             momentum=group["momentum"],
             nesterov=group["nesterov"],

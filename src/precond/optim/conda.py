@@ -12,6 +12,7 @@ from precond.optim._adam import bias_correction
 from precond.optim._common import check_bool, check_int, check_real, masked, state_dtype
 from precond.optim._hybrid import (
     HybridOptimizer,
+    MatrixBatch,
     apply_matrix_update_,
     check_adamw_like,
     matrix_shape,
@@ -203,27 +204,17 @@ class Conda(HybridOptimizer):
         state["exp_avg_sq"] = matrix_zeros(p)
         state["basis"] = torch.eye(min(rows, cols), dtype=sdt, device=p.device)
 
-    def _step_bucket(
-        self,
-        group: dict[str, Any],
-        params: list[torch.Tensor],
-        states: list[dict[str, Any]],
-        refresh: bool,
-        keep: torch.Tensor | None,
-    ) -> torch.Tensor | None:
+    def _step_batch(self, group: dict[str, Any], batch: MatrixBatch, keep: torch.Tensor | None) -> torch.Tensor | None:
         return conda_step_(
-            params,
-            [p.grad for p in params],  # type: ignore[misc]
-            [s["exp_avg"] for s in states],
-            [s["exp_avg_sq"] for s in states],
-            [s["basis"] for s in states],
-            [s["step"] for s in states],
+            batch.params,
+            batch.grads(),
+            *batch.lists("exp_avg", "exp_avg_sq", "basis", "step"),
             lr=group["lr"],
             betas=tuple(group["betas"]),
             eps=group["eps"],
             weight_decay=group["weight_decay"],
             scale=group["scale"],
-            refresh=refresh,
+            refresh=batch.refresh,
             rotate_moment=group["rotate_moment"],  # v is zero before the first basis: harmless
             keep=keep,
         )

@@ -23,6 +23,7 @@ from precond.optim._adam import bias_correction
 from precond.optim._common import check_bool, check_choice, check_int, masked, state_dtype
 from precond.optim._hybrid import (
     HybridOptimizer,
+    MatrixBatch,
     adam_hyperparameters,
     apply_matrix_update_,
     check_adamw_like,
@@ -261,29 +262,24 @@ class DCTAdamW(HybridOptimizer):
         if group["error_feedback"]:
             state["error"] = matrix_zeros(p)
 
-    def _step_bucket(
-        self,
-        group: dict[str, Any],
-        params: list[torch.Tensor],
-        states: list[dict[str, Any]],
-        refresh: bool,
-        keep: torch.Tensor | None,
-    ) -> None:
+    def _step_batch(self, group: dict[str, Any], batch: MatrixBatch, keep: torch.Tensor | None) -> None:
+        exp_avgs, exp_avg_sqs, indices, steps = batch.lists("exp_avg", "exp_avg_sq", "indices", "step")
+        errors = batch.lists("error")[0] if all("error" in s for s in batch.states) else None
         dct_adamw_step_(
-            params,
-            [p.grad for p in params],  # type: ignore[misc]
-            [s["exp_avg"] for s in states],
-            [s["exp_avg_sq"] for s in states],
-            [s["indices"] for s in states],
-            [s["step"] for s in states],
-            [s["error"] for s in states] if all("error" in s for s in states) else None,
-            rank=states[0]["indices"].numel(),
+            batch.params,
+            batch.grads(),
+            exp_avgs,
+            exp_avg_sqs,
+            indices,
+            steps,
+            errors,
+            rank=batch.states[0]["indices"].numel(),
             lr=group["lr"],
             betas=tuple(group["betas"]),
             eps=group["eps"],
             weight_decay=group["weight_decay"],
-            select=refresh,
-            rotate_subspace=group["rotate_subspace"] and states[0]["calls"] > 0,
+            select=batch.refresh,
+            rotate_subspace=group["rotate_subspace"] and batch.states[0]["calls"] > 0,
             similarity=group["similarity"],
             keep=keep,
         )
@@ -405,19 +401,12 @@ class Trion(HybridOptimizer):
     def _init_matrix_state(self, p: torch.Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
         state["momentum_buffer"] = matrix_zeros(p)
 
-    def _step_bucket(
-        self,
-        group: dict[str, Any],
-        params: list[torch.Tensor],
-        states: list[dict[str, Any]],
-        refresh: bool,
-        keep: torch.Tensor | None,
-    ) -> None:
+    def _step_batch(self, group: dict[str, Any], batch: MatrixBatch, keep: torch.Tensor | None) -> None:
         trion_step_(
-            params,
-            [p.grad for p in params],  # type: ignore[misc]
-            [s["momentum_buffer"] for s in states],
-            rank=resolve_rank(group["rank"], *matrix_shape(params[0])),
+            batch.params,
+            batch.grads(),
+            *batch.lists("momentum_buffer"),
+            rank=resolve_rank(group["rank"], *matrix_shape(batch.params[0])),
             lr=group["lr"],
             momentum=group["momentum"],
             weight_decay=group["weight_decay"],

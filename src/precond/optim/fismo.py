@@ -17,6 +17,7 @@ from precond.linalg import MUON_COEFFICIENTS, inverse_root, newton_schulz
 from precond.optim._common import check_choice, check_int, check_real, masked, state_dtype
 from precond.optim._hybrid import (
     HybridOptimizer,
+    MatrixBatch,
     adam_hyperparameters,
     apply_matrix_update_,
     check_momentum_like,
@@ -204,18 +205,11 @@ class FISMO(HybridOptimizer):
             state[name] = torch.eye(d, dtype=sdt, device=p.device)
             state[f"{name}_root"] = torch.eye(d, dtype=sdt, device=p.device)
 
-    def _step_bucket(
-        self,
-        group: dict[str, Any],
-        params: list[torch.Tensor],
-        states: list[dict[str, Any]],
-        refresh: bool,
-        keep: torch.Tensor | None,
-    ) -> torch.Tensor | None:
+    def _step_batch(self, group: dict[str, Any], batch: MatrixBatch, keep: torch.Tensor | None) -> torch.Tensor | None:
         return fismo_step_(
-            params,
-            [p.grad for p in params],  # type: ignore[misc]
-            *([s[k] for s in states] for k in ("momentum_buffer", "left", "right", "left_root", "right_root")),
+            batch.params,
+            batch.grads(),
+            *batch.lists("momentum_buffer", "left", "right", "left_root", "right_root"),
             lr=group["lr"],
             momentum=group["momentum"],
             nesterov=group["nesterov"],
@@ -223,7 +217,7 @@ class FISMO(HybridOptimizer):
             gamma=group["gamma"],
             damping=group["damping"],
             root_eps=group["root_eps"],
-            refresh=refresh,
+            refresh=batch.refresh,
             ns_steps=group["ns_steps"],
             ns_coefficients=tuple(group["ns_coefficients"]),
             eps=group["eps"],
