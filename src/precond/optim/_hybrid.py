@@ -30,7 +30,7 @@ from precond.optim._common import (
     masked,
     state_dtype,
 )
-from precond.optim.muon import adamw_step_, route_by_name, split_names
+from precond.optim.muon import adamw_step_, check_matrices, route_by_name, split_names
 
 Groups = list[tuple[dict[str, Any], list[torch.Tensor]]]
 
@@ -171,13 +171,7 @@ class HybridOptimizer(PrecondOptimizer):
             check_real(group, "adam_weight_decay", where, low=0.0)
         if group.get("matrix") not in (None, True, False):
             raise ValueError(f"{where}: invalid matrix={group['matrix']!r}: must be True, False or None (auto)")
-        if group.get("matrix") is True:
-            for p in group.get("params", ()):
-                if isinstance(p, torch.Tensor) and p.ndim < 2:
-                    raise ValueError(
-                        f"{where}: matrix=True but a parameter has shape {tuple(p.shape)}; the matrix update "
-                        "needs >= 2 dims: put 0-d/1-d params in a group with matrix=False (or None)"
-                    )
+        check_matrices(group, where, "matrix", "the matrix update")
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(split_names(param_group, self.optimizer_name))

@@ -87,6 +87,18 @@ def split_names(param_group: dict[str, Any], where: str) -> dict[str, Any]:
     return {**param_group, "params": params}
 
 
+def check_matrices(group: dict[str, Any], where: str, key: str, update: str) -> None:
+    """With ``group[key] is True`` (every param routed to the matrix update named ``update``), refuse 0-d/1-d
+    params (``ValueError`` naming ``key``)."""
+    if group.get(key) is True:
+        for p in group.get("params", ()):
+            if isinstance(p, torch.Tensor) and p.ndim < 2:
+                raise ValueError(
+                    f"{where}: {key}=True but a parameter has shape {tuple(p.shape)}; {update} needs >= 2 dims: put "
+                    f"0-d/1-d params in a group with {key}=False (or None)"
+                )
+
+
 def param_groups_of(model: nn.Module) -> list[dict[str, Any]]:
     """``model``'s named parameters as Muon param groups: the weights of :data:`TRANSPOSED_MODULES` (stored
     ``[in, out]``) in a group with ``transposed=True``, everything else in one plain group."""
@@ -406,13 +418,7 @@ class Muon(PrecondOptimizer):
         if group.get("use_muon") not in (None, True, False):
             raise ValueError(f"{where}: invalid use_muon={group['use_muon']!r}: must be True, False or None (auto)")
         check_bool(group, "transposed", where)
-        if group.get("use_muon") is True:
-            for p in group.get("params", ()):
-                if isinstance(p, torch.Tensor) and p.ndim < 2:
-                    raise ValueError(
-                        f"{where}: use_muon=True but a parameter has shape {tuple(p.shape)}; Muon needs >= 2 "
-                        "dims: put 0-d/1-d params in a group with use_muon=False (or None)"
-                    )
+        check_matrices(group, where, "use_muon", "Muon")
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(split_names(param_group, "Muon"))
