@@ -12,7 +12,6 @@ or as an ``nn.Module`` (its named parameters).
 from __future__ import annotations
 
 import functools
-import math
 from abc import abstractmethod
 from collections.abc import Iterable
 from typing import Any, ClassVar, NamedTuple
@@ -23,9 +22,6 @@ from torch import nn
 from precond.optim._common import (
     PrecondOptimizer,
     check_betas,
-    check_bool,
-    check_int,
-    check_lr,
     check_real,
     masked,
     state_dtype,
@@ -246,24 +242,6 @@ class HybridOptimizer(PrecondOptimizer):
         self._count_skips(counters, ok)
 
 
-def check_adamw_like(group: dict[str, Any], where: str) -> None:
-    """AdamW's hyperparameters of the matrix part: ``lr``, ``betas``, ``eps > 0``, ``weight_decay >= 0``."""
-    check_lr(group, where)
-    check_betas(group, where)
-    check_real(group, "eps", where, low=0.0, low_open=True)
-    check_real(group, "weight_decay", where, low=0.0)
-
-
-def check_momentum_like(group: dict[str, Any], where: str, *, nesterov: bool) -> None:
-    """A momentum method's: ``lr``, ``momentum`` in ``[0, 1)``, a bool ``nesterov`` (where it has one),
-    ``weight_decay >= 0``."""
-    check_lr(group, where)
-    check_real(group, "momentum", where, low=0.0, high=1.0, high_open=True)
-    if nesterov:
-        check_bool(group, "nesterov", where)
-    check_real(group, "weight_decay", where, low=0.0)
-
-
 def adam_hyperparameters(
     adam_lr_ratio: float, adam_betas: tuple[float, float], adam_eps: float, adam_weight_decay: float
 ) -> dict[str, Any]:
@@ -271,16 +249,3 @@ def adam_hyperparameters(
     return dict(
         adam_lr_ratio=adam_lr_ratio, adam_betas=adam_betas, adam_eps=adam_eps, adam_weight_decay=adam_weight_decay
     )
-
-
-def check_ns(group: dict[str, Any], where: str) -> None:
-    """Newton–Schulz settings: ``ns_steps >= 1``, three finite ``ns_coefficients``, ``eps >= 0``."""
-    check_int(group, "ns_steps", where, low=1)
-    coeffs = group["ns_coefficients"]
-    if not (
-        isinstance(coeffs, (tuple, list))
-        and len(coeffs) == 3
-        and all(isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) for c in coeffs)
-    ):
-        raise ValueError(f"{where}: invalid ns_coefficients={coeffs!r}: must be three finite numbers (a, b, c)")
-    check_real(group, "eps", where, low=0.0)

@@ -10,13 +10,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from precond.optim._common import check_choice, check_real, masked, state_dtype
+from precond.optim._common import check_choice, check_momentum_like, check_real, masked, state_dtype
 from precond.optim._hybrid import (
     HybridOptimizer,
     MatrixBatch,
     adam_hyperparameters,
     apply_matrix_update_,
-    check_momentum_like,
     matrix_shape,
     matrix_zeros,
     stack_as,

@@ -9,12 +9,11 @@ import torch
 from torch import nn
 
 from precond.optim._adam import bias_correction
-from precond.optim._common import check_bool, check_int, check_real, masked, state_dtype
+from precond.optim._common import check_adamw_like, check_bool, check_int, check_real, masked, state_dtype
 from precond.optim._hybrid import (
     HybridOptimizer,
     MatrixBatch,
     apply_matrix_update_,
-    check_adamw_like,
     matrix_shape,
     matrix_zeros,
     stack_as,

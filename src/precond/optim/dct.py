@@ -20,15 +20,21 @@ from torch import nn
 
 from precond.linalg import MUON_COEFFICIENTS, dct_basis, dct_rows, newton_schulz
 from precond.optim._adam import bias_correction
-from precond.optim._common import check_bool, check_choice, check_int, masked, state_dtype
+from precond.optim._common import (
+    check_adamw_like,
+    check_bool,
+    check_choice,
+    check_int,
+    check_momentum_like,
+    check_ns,
+    masked,
+    state_dtype,
+)
 from precond.optim._hybrid import (
     HybridOptimizer,
     MatrixBatch,
     adam_hyperparameters,
     apply_matrix_update_,
-    check_adamw_like,
-    check_momentum_like,
-    check_ns,
     matrix_shape,
     matrix_zeros,
     stack_as,

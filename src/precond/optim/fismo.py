@@ -14,14 +14,20 @@ import torch
 from torch import nn
 
 from precond.linalg import MUON_COEFFICIENTS, inverse_root, newton_schulz
-from precond.optim._common import check_choice, check_int, check_real, masked, state_dtype
+from precond.optim._common import (
+    check_choice,
+    check_int,
+    check_momentum_like,
+    check_ns,
+    check_real,
+    masked,
+    state_dtype,
+)
 from precond.optim._hybrid import (
     HybridOptimizer,
     MatrixBatch,
     adam_hyperparameters,
     apply_matrix_update_,
-    check_momentum_like,
-    check_ns,
     matrix_shape,
     matrix_zeros,
     stack_as,

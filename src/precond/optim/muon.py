@@ -19,8 +19,8 @@ from precond.optim._common import (
     check_betas,
     check_bool,
     check_choice,
-    check_int,
-    check_lr,
+    check_momentum_like,
+    check_ns,
     check_real,
     masked,
     state_dtype,
@@ -396,19 +396,8 @@ class Muon(PrecondOptimizer):
 
     # ------------------------------------------------------------------ torch.optim plumbing
     def _validate_group(self, group: dict[str, Any], where: str) -> None:
-        check_lr(group, where)
-        check_real(group, "momentum", where, low=0.0, high=1.0, high_open=True)
-        check_bool(group, "nesterov", where)
-        check_real(group, "weight_decay", where, low=0.0)
-        check_int(group, "ns_steps", where, low=1)
-        coeffs = group["ns_coefficients"]
-        if not (
-            isinstance(coeffs, (tuple, list))
-            and len(coeffs) == 3
-            and all(isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) for c in coeffs)
-        ):
-            raise ValueError(f"{where}: invalid ns_coefficients={coeffs!r}: must be three finite numbers (a, b, c)")
-        check_real(group, "eps", where, low=0.0)
+        check_momentum_like(group, where, nesterov=True)
+        check_ns(group, where)
         check_choice(group, "scale", where, SCALES)
         if group["adam_lr_ratio"] is not None:
             check_real(group, "adam_lr_ratio", where, low=0.0)
