@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from precond.linalg import block_sign_sketch, gather_padded, pad_buckets, padded_widths, segment_pcg
+from precond.linalg import block_sign_sketch, pad_buckets, padded_widths, segment_pcg
 
 
 @pytest.mark.parametrize("growth", [1.25, 1.5, 2.0])
@@ -37,12 +37,6 @@ def test_buckets_cover_every_nonempty_segment_once_in_csr_order() -> None:
     assert [c.segments.tolist() for c in buckets[-1].chunks(1)] == [[s] for s in buckets[-1].segments.tolist()]
     with pytest.raises(ValueError, match="`growth` must be"):
         padded_widths(counts, 1.0)
-
-
-def test_gather_padded_reads_zeros_for_padding() -> None:
-    values = torch.arange(12.0).reshape(4, 3)
-    out = gather_padded(values, torch.tensor([[2, -1], [0, 3]]))
-    torch.testing.assert_close(out, torch.stack([torch.stack([values[2], torch.zeros(3)]), values[[0, 3]]]))
 
 
 def _ill_conditioned(B: int, w: int, d: int, cond: float, seed: int) -> torch.Tensor:

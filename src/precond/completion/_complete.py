@@ -155,6 +155,81 @@ def _penalty(lam: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return (lam.double() * x.double().square().sum(1)).sum()
 
 
+class Progress:
+    """The per-iteration bookkeeping of the ALS loop that :func:`complete` and
+    :func:`~precond.completion.distributed_complete` share: the objective (Zhou et al. 2008, eq. 3, with the bias
+    terms of Koren–Bell–Volinsky 2009, eq. 5), ``history``, ``solves`` and the stopping rule (:func:`has_converged`).
+    """
+
+    def __init__(self, floor: float, tol: float, dtype: torch.dtype, start: float) -> None:
+        self.floor, self.tol, self.dtype, self.start = floor, tol, dtype, start
+        self.history: list[HistoryEntry] = []
+        self.solves: list[SolveEntry] = []
+        self.previous = self.objective = math.inf
+        self.converged = False
+        self.iterations = 0
+
+    def record(
+        self,
+        iteration: int,
+        sse: float,
+        observed: int,
+        factors: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+        lams: tuple[torch.Tensor, torch.Tensor],
+        solver: str,
+        cg_tol: float,
+        *,
+        val_rmse: float | None = None,
+        monotone: bool = True,
+    ) -> bool:
+        """Add iteration ``iteration`` (its residual sum of squares ``sse`` over ``observed`` entries, the factors
+        ``(U, V, b, c)`` and ridge weights ``(λ_u, λ_v)``); true when the loop has converged and must stop."""
+        U, V, b, cb = factors
+        lam_u, lam_v = lams
+        self.iterations = iteration
+        penalty = _penalty(lam_u, U) + _penalty(lam_v, V) + (lam_u.double() * b.double().square()).sum()
+        objective = sse + float(penalty + (lam_v.double() * cb.double().square()).sum())
+        check_objective(objective, iteration, self.dtype)
+        self.objective = objective
+        self.history.append((iteration, math.sqrt(sse / observed), val_rmse, time.perf_counter() - self.start))
+        if has_converged(objective, self.previous, self.floor, self.tol, solver, cg_tol, self.dtype, monotone=monotone):
+            self.converged = True
+            return True
+        self.previous = objective
+        return False
+
+    def result(
+        self,
+        factors: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+        mean: float,
+        *,
+        biases: bool,
+        solver: str,
+        shape: tuple[int, int],
+        reg: float,
+        reg_scaling: str,
+    ) -> CompletionResult:
+        """The :class:`CompletionResult` of the loop, ending at ``factors`` ``(U, V, b, c)``."""
+        U, V, b, cb = factors
+        return CompletionResult(
+            U=U,
+            V=V,
+            row_bias=b if biases else None,
+            col_bias=cb if biases else None,
+            mean=mean if biases else None,
+            history=self.history,
+            iterations=self.iterations,
+            converged=self.converged,
+            solver=solver,
+            objective=self.objective,
+            shape=shape,
+            rank=U.shape[1],
+            reg=reg,
+            reg_scaling=reg_scaling,
+            solves=self.solves,
+        )
+
+
 def complete(
     rows: Any,
     cols: Any,
@@ -304,12 +379,7 @@ def complete(
     row_step = _HalfStep(solver, by_row, lam_u, d, sketch_gen)
     col_step = _HalfStep(solver, by_col, lam_v, d, sketch_gen)
     row_target = col_target = centered
-    history: list[HistoryEntry] = []
-    solves: list[SolveEntry] = []
-    previous = math.inf
-    converged = False
-    objective = math.inf
-    iterations = 0
+    progress = Progress(floor, tol, dt, start)
     for iterations in range(1, max_iter + 1):
         cg_tol = 0.0 if solver == "exact" else cg_tolerance(iterations, dt)
         if biases:
@@ -326,7 +396,7 @@ def complete(
                 row_target, col_target = centered[pr], centered[pc]
             U, s_row = row_step(V, row_target, U, cg_tol)
             V, s_col = col_step(U, col_target, V, cg_tol)
-        solves.append(
+        progress.solves.append(
             SolveEntry(
                 iterations,
                 cg_tol if s_row.cg_rows + s_col.cg_rows else 0.0,  # 0: no row was solved by CG
@@ -339,44 +409,26 @@ def complete(
             sse = s_col.sse
         else:
             sse = float((centered - (U[r] * V[c]).sum(1)).double().square().sum())
-        penalty = _penalty(lam_u, U) + _penalty(lam_v, V) + (lam_u.double() * b.double().square()).sum()
-        objective = sse + float(penalty + (lam_v.double() * cb.double().square()).sum())
-        check_objective(objective, iterations, dt)
         val_rmse = None
         if val is not None:
             vr, vc, vv = val
             pred = (U[vr] * V[vc]).sum(1) + b[vr] + cb[vc] + mean
             val_rmse = math.sqrt(float((vv - pred).double().square().mean()))
-        history.append((iterations, math.sqrt(sse / v.numel()), val_rmse, time.perf_counter() - start))
         used = solver if s_row.cg_rows + s_col.cg_rows else "exact"  # "auto" that solved every row exactly
-        if has_converged(objective, previous, floor, tol, used, cg_tol, dt, monotone=parts is None):
-            converged = True
+        fit, lams = (U, V, b, cb), (lam_u, lam_v)
+        if progress.record(
+            iterations, sse, v.numel(), fit, lams, used, cg_tol, val_rmse=val_rmse, monotone=parts is None
+        ):
             break
-        previous = objective
-    if warn and not converged:
+    if warn and not progress.converged:
         warnings.warn(
             f"complete() stopped at max_iter={max_iter} before the relative decrease reached tol={tol:g} "
-            f"(last objective {objective:.6g}); raise `max_iter` or `tol`, or pass warn=False",
+            f"(last objective {progress.objective:.6g}); raise `max_iter` or `tol`, or pass warn=False",
             ConvergenceWarning,
             stacklevel=2,
         )
-
-    return CompletionResult(
-        U=U,
-        V=V,
-        row_bias=b if biases else None,
-        col_bias=cb if biases else None,
-        mean=mean if biases else None,
-        history=history,
-        iterations=iterations,
-        converged=converged,
-        solver=solver,
-        objective=objective,
-        shape=(m, n),
-        rank=k,
-        reg=reg,
-        reg_scaling=reg_scaling,
-        solves=solves,
+    return progress.result(
+        (U, V, b, cb), mean, biases=biases, solver=solver, shape=(m, n), reg=reg, reg_scaling=reg_scaling
     )
 
 

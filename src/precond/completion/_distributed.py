@@ -48,7 +48,6 @@ and columns cut into equal-observation slices, per worker per iteration (W = 8 |
 from __future__ import annotations
 
 import itertools
-import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -59,15 +58,7 @@ import torch
 import torch.distributed as dist
 
 from precond.completion._biases import fit_biases
-from precond.completion._complete import (
-    SOLVERS,
-    _HalfStep,
-    _penalty,
-    cg_tolerance,
-    check_objective,
-    has_converged,
-    rounding_floor,
-)
+from precond.completion._complete import SOLVERS, Progress, _HalfStep, cg_tolerance, rounding_floor
 from precond.completion._init import spectral_init
 from precond.completion._result import CompletionResult, HistoryEntry, SolveEntry
 from precond.completion._solve import RowIndex
@@ -339,9 +330,7 @@ def distributed_complete(
     stats = _Gather(list(range(world + 1)), me, group)
     ones_m, ones_n = torch.ones(m, 1, dtype=dt), torch.ones(n, 1, dtype=dt)
 
-    history: list[HistoryEntry] = []
-    solves: list[SolveEntry] = []
-    previous, objective, converged, iterations = math.inf, math.inf, False, 0
+    progress = Progress(floor, tol_f, dt, start)
     for iterations in range(1, iters + 1):
         cg_tol = 0.0 if solver == "exact" else cg_tolerance(iterations, dt)
         if biases:
@@ -363,15 +352,9 @@ def distributed_complete(
         parts = stats(torch.tensor([mine], dtype=torch.float64))
         sse = float(sum(float(x) for x in parts[:, 0]))
         its = int(parts[:, 1:3].max())
-        solves.append(SolveEntry(iterations, cg_tol, its, int(parts[:, 3].sum()), int(parts[:, 4].sum())))
-        penalty = _penalty(lam_u, U) + _penalty(lam_v, V) + (lam_u.double() * b.double().square()).sum()
-        objective = sse + float(penalty + (lam_v.double() * cb.double().square()).sum())
-        check_objective(objective, iterations, dt)
-        history.append((iterations, math.sqrt(sse / int(total)), None, time.perf_counter() - start))
-        if has_converged(objective, previous, floor, tol_f, solver, cg_tol, dt):
-            converged = True
+        progress.solves.append(SolveEntry(iterations, cg_tol, its, int(parts[:, 3].sum()), int(parts[:, 4].sum())))
+        if progress.record(iterations, sse, int(total), (U, V, b, cb), (lam_u, lam_v), solver, cg_tol):
             break
-        previous = objective
 
     if not gather:
         return LocalFactors(
@@ -382,26 +365,12 @@ def distributed_complete(
             row_bias=b[ra:rz].clone() if biases else None,
             col_bias=cb[ca:cz].clone() if biases else None,
             mean=mean if biases else None,
-            history=history,
-            iterations=iterations,
-            converged=converged,
-            objective=objective,
-            solves=solves,
+            history=progress.history,
+            iterations=progress.iterations,
+            converged=progress.converged,
+            objective=progress.objective,
+            solves=progress.solves,
         )
-    return CompletionResult(
-        U=U,
-        V=V,
-        row_bias=b if biases else None,
-        col_bias=cb if biases else None,
-        mean=mean if biases else None,
-        history=history,
-        iterations=iterations,
-        converged=converged,
-        solver=solver,
-        objective=objective,
-        shape=(m, n),
-        rank=k,
-        reg=reg_f,
-        reg_scaling=reg_scaling,
-        solves=solves,
+    return progress.result(
+        (U, V, b, cb), mean, biases=biases, solver=solver, shape=(m, n), reg=reg_f, reg_scaling=reg_scaling
     )

@@ -19,7 +19,7 @@ from precond.linalg._eigen import (
 from precond.linalg._kron import accumulate_gram_, change_basis, contract_all_but, project, project_back
 from precond.linalg._layout import BlockLayout, merge_greedy, plan_layout
 from precond.linalg._newton_schulz import MUON_COEFFICIENTS, newton_schulz
-from precond.linalg._ragged import BUCKET_GROWTH, Bucket, block_sign_sketch, gather_padded, pad_buckets, padded_widths
+from precond.linalg._ragged import BUCKET_GROWTH, Bucket, block_sign_sketch, pad_buckets, padded_widths
 from precond.linalg._roots import inverse_root
 from precond.linalg._segmented import segment_pcg
 from precond.linalg._woodbury import (
@@ -129,7 +129,6 @@ __all__ = [
     "dct_rows",
     "eigenbasis_refresh",
     "eigh_robust",
-    "gather_padded",
     "ic0",
     "inverse_root",
     "jacobi_radius",

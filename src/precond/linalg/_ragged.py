@@ -82,13 +82,6 @@ def pad_buckets(counts: torch.Tensor, growth: float = BUCKET_GROWTH) -> list[Buc
     return out
 
 
-def gather_padded(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``values[index]`` with ``index == -1`` reading zeros: ``[*index.shape, *values.shape[1:]]``."""
-    ext = torch.cat([values, values.new_zeros((1, *values.shape[1:]))])
-    flat = torch.where(index < 0, values.shape[0], index).reshape(-1)
-    return ext.index_select(0, flat).reshape(*index.shape, *values.shape[1:])
-
-
 def block_sign_sketch(W: torch.Tensor, sketch_rows: int, generator: torch.Generator) -> torch.Tensor:
     """``S_i W_i`` ``[B, s, d]`` for a batch of designs ``W [B, w, d]`` (zero padding rows allowed).
 

@@ -88,6 +88,37 @@ def check_lr(group: dict[str, Any], where: str) -> None:
     check_real(group, "lr", where, low=0.0)
 
 
+def check_adamw_like(group: dict[str, Any], where: str) -> None:
+    """AdamW's hyperparameters: ``lr``, ``betas``, ``eps > 0``, ``weight_decay >= 0``."""
+    check_lr(group, where)
+    check_betas(group, where)
+    check_real(group, "eps", where, low=0.0, low_open=True)
+    check_real(group, "weight_decay", where, low=0.0)
+
+
+def check_momentum_like(group: dict[str, Any], where: str, *, nesterov: bool) -> None:
+    """A momentum method's: ``lr``, ``momentum`` in ``[0, 1)``, a bool ``nesterov`` (where it has one),
+    ``weight_decay >= 0``."""
+    check_lr(group, where)
+    check_real(group, "momentum", where, low=0.0, high=1.0, high_open=True)
+    if nesterov:
+        check_bool(group, "nesterov", where)
+    check_real(group, "weight_decay", where, low=0.0)
+
+
+def check_ns(group: dict[str, Any], where: str) -> None:
+    """Newton–Schulz settings: ``ns_steps >= 1``, three finite ``ns_coefficients``, ``eps >= 0``."""
+    check_int(group, "ns_steps", where, low=1)
+    coeffs = group["ns_coefficients"]
+    if not (
+        isinstance(coeffs, (tuple, list))
+        and len(coeffs) == 3
+        and all(isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) for c in coeffs)
+    ):
+        raise ValueError(f"{where}: invalid ns_coefficients={coeffs!r}: must be three finite numbers (a, b, c)")
+    check_real(group, "eps", where, low=0.0)
+
+
 # ---------------------------------------------------------------------------------------------- non-finite policy
 def nonfinite_flag(grads: list[torch.Tensor], policy: str) -> torch.Tensor | None:
     """A 0-d bool tensor, true when every gradient is finite (no host sync), for ``policy="skip"``.

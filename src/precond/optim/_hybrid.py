@@ -12,16 +12,21 @@ or as an ``nn.Module`` (its named parameters).
 from __future__ import annotations
 
 import functools
-import math
 from abc import abstractmethod
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
 
-from precond.optim._common import PrecondOptimizer, check_betas, check_int, check_real, masked, state_dtype
-from precond.optim.muon import adamw_step_, uses_muon
+from precond.optim._common import (
+    PrecondOptimizer,
+    check_betas,
+    check_real,
+    masked,
+    state_dtype,
+)
+from precond.optim.muon import adamw_step_, check_matrices, route_by_name, split_names
 
 Groups = list[tuple[dict[str, Any], list[torch.Tensor]]]
 
@@ -73,16 +78,49 @@ def zeroed(g: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
     return g if keep is None else torch.where(keep, g, 0.0)
 
 
+def matrix_zeros(p: torch.Tensor) -> torch.Tensor:
+    """Zeros in the matrix view of ``p`` and its state dtype (a momentum buffer, an error accumulator)."""
+    return torch.zeros(matrix_shape(p), dtype=state_dtype(p), device=p.device)
+
+
+class MatrixBatch(NamedTuple):
+    """Matrices of one group stepped by one batched call (same view, dtype, device, refresh flag)."""
+
+    params: list[torch.Tensor]
+    states: list[dict[str, Any]]
+    refresh: bool
+
+    def grads(self) -> list[torch.Tensor]:
+        return [p.grad for p in self.params]  # type: ignore[misc]
+
+    def lists(self, *keys: str) -> list[list[torch.Tensor]]:
+        """``[s[key] for s in states]`` for each of ``keys``."""
+        return [[s[key] for s in self.states] for key in keys]
+
+
 class HybridOptimizer(PrecondOptimizer):
     """Base of the matrix-or-AdamW optimizers (see the module docstring).
 
-    Subclasses implement ``_validate_matrix_group``, ``_init_matrix_state``, ``_matrix_step`` and optionally
-    ``_needs_host_check`` (true where a step decomposes a matrix: ``svd``/``eigh`` is not maskable, so the
-    finiteness flag is read on the host there and a bad step is skipped before anything changes) and
-    ``_adam_settings`` (the AdamW part's ``lr, betas, eps, weight_decay``; default: the ``adam_*`` keys and
-    ``lr · adam_lr_ratio``).  ``state[p]["calls"]`` (an ``int``) counts the matrix steps of ``p`` and drives
-    schedules; ``nonfinite_skips`` counts skipped steps of every param.
+    Subclasses implement ``_validate_matrix_group``, ``_init_matrix_state`` and ``_step_batch`` (one call on a
+    :class:`MatrixBatch`; it may return the per-member count of failed decompositions, added to
+    ``state[p][fallback_key]``), and set:
+
+    * ``refresh_key``: the group key of the period of refresh steps (steps ``1, T + 1, 2T + 1, …`` of each
+      matrix; ``None``: no refresh schedule, the flag is always false);
+    * ``refresh_syncs``: a refresh decomposes a matrix (``svd``/``eigh`` is not maskable, so the finiteness
+      flag is read on the host there and a bad step is skipped before anything changes);
+    * ``fallback_key``: the int64 counter of failed decompositions in the state of a matrix (or ``None``);
+    * ``shares_adam_settings``: the AdamW part runs with the matrices' ``lr, betas, eps, weight_decay``
+      (default: the ``adam_*`` keys and ``lr · adam_lr_ratio``).
+
+    ``state[p]["calls"]`` (an ``int``) counts the matrix steps of ``p`` and drives schedules;
+    ``nonfinite_skips`` counts skipped steps of every param.
     """
+
+    refresh_key: ClassVar[str | None] = None
+    refresh_syncs: ClassVar[bool] = False
+    fallback_key: ClassVar[str | None] = None
+    shares_adam_settings: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -101,16 +139,21 @@ class HybridOptimizer(PrecondOptimizer):
 
     @abstractmethod
     def _init_matrix_state(self, p: torch.Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
-        """Fill ``state`` (empty) for matrix ``p``."""
+        """Fill ``state`` (empty but for ``calls``) for matrix ``p``."""
 
     @abstractmethod
-    def _matrix_step(self, group: dict[str, Any], params: list[torch.Tensor], keep: torch.Tensor | None) -> None:
-        """One step of the matrix params of ``group`` (``keep`` as :func:`precond.optim._common.masked`)."""
+    def _step_batch(self, group: dict[str, Any], batch: MatrixBatch, keep: torch.Tensor | None) -> torch.Tensor | None:
+        """One step of ``batch``, matrices of ``group`` (``keep`` as :func:`precond.optim._common.masked`)."""
+
+    def _refreshes(self, p: torch.Tensor, group: dict[str, Any]) -> bool:
+        return self.refresh_key is not None and self.state[p]["calls"] % group[self.refresh_key] == 0
 
     def _needs_host_check(self, group: dict[str, Any], params: list[torch.Tensor]) -> bool:
-        return False
+        return self.refresh_syncs and any(self._refreshes(p, group) for p in params)
 
     def _adam_settings(self, group: dict[str, Any]) -> tuple[float, tuple[float, float], float, float]:
+        if self.shares_adam_settings:
+            return group["lr"], tuple(group["betas"]), group["eps"], group["weight_decay"]
         ratio = group["adam_lr_ratio"]
         return group["lr"] * ratio, tuple(group["adam_betas"]), group["adam_eps"], group["adam_weight_decay"]
 
@@ -124,30 +167,14 @@ class HybridOptimizer(PrecondOptimizer):
             check_real(group, "adam_weight_decay", where, low=0.0)
         if group.get("matrix") not in (None, True, False):
             raise ValueError(f"{where}: invalid matrix={group['matrix']!r}: must be True, False or None (auto)")
-        if group.get("matrix") is True:
-            for p in group.get("params", ()):
-                if isinstance(p, torch.Tensor) and p.ndim < 2:
-                    raise ValueError(
-                        f"{where}: matrix=True but a parameter has shape {tuple(p.shape)}; the matrix update "
-                        "needs >= 2 dims: put 0-d/1-d params in a group with matrix=False (or None)"
-                    )
+        check_matrices(group, where, "matrix", "the matrix update")
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        params = param_group["params"]
-        params = [params] if isinstance(params, torch.Tensor) else list(params)  # may be a generator
-        if any(isinstance(p, tuple) for p in params):
-            if not all(isinstance(p, tuple) and len(p) == 2 for p in params):
-                raise ValueError(f"{self.optimizer_name}: give either all params as (name, tensor) pairs or none")
-            param_group = {**param_group, "param_names": [n for n, _ in params], "params": [t for _, t in params]}
-        else:
-            param_group = {**param_group, "params": params}
-        super().add_param_group(param_group)
+        super().add_param_group(split_names(param_group, self.optimizer_name))
 
     def routes(self, group: dict[str, Any], params: list[torch.Tensor]) -> list[bool]:
         """Whether each of ``params`` (of ``group``) gets the matrix update."""
-        names = group.get("param_names")
-        name_of = {} if names is None else {id(p): n for p, n in zip(group["params"], names, strict=False)}
-        return [uses_muon(p, name_of.get(id(p)), group["matrix"]) for p in params]
+        return route_by_name(group, params, group["matrix"])
 
     def _init(self, p: torch.Tensor, group: dict[str, Any], route: bool) -> None:
         state = self.state[p]
@@ -157,12 +184,24 @@ class HybridOptimizer(PrecondOptimizer):
         if route:
             state["calls"] = 0
             self._init_matrix_state(p, group, state)
+            if self.fallback_key is not None:
+                state[self.fallback_key] = torch.zeros((), dtype=torch.int64, device=p.device)
         else:
             zeros = functools.partial(torch.zeros, p.shape, dtype=state_dtype(p), device=p.device)
             state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
             state["exp_avg"] = zeros()
             state["exp_avg_sq"] = zeros()
         state["nonfinite_skips"] = torch.zeros((), dtype=torch.int64, device=p.device)
+
+    def _matrix_step(self, group: dict[str, Any], params: list[torch.Tensor], keep: torch.Tensor | None) -> None:
+        key = None if self.refresh_key is None else (lambda i: self._refreshes(params[i], group))
+        for (_, _, _, refresh), idx in bucket_by_shape(params, key).items():
+            ps = [params[i] for i in idx]
+            states = [self.state[p] for p in ps]
+            failed = self._step_batch(group, MatrixBatch(ps, states, bool(refresh)), keep)
+            if failed is not None and self.fallback_key is not None:
+                counters = [s[self.fallback_key] for s in states]
+                torch._foreach_add_(counters, list(failed.to(torch.int64).unbind(0)))
 
     def _step_groups(self, groups: Groups, ok: torch.Tensor | None) -> None:
         split = []
@@ -210,16 +249,3 @@ def adam_hyperparameters(
     return dict(
         adam_lr_ratio=adam_lr_ratio, adam_betas=adam_betas, adam_eps=adam_eps, adam_weight_decay=adam_weight_decay
     )
-
-
-def check_ns(group: dict[str, Any], where: str) -> None:
-    """Newton–Schulz settings: ``ns_steps >= 1``, three finite ``ns_coefficients``, ``eps >= 0``."""
-    check_int(group, "ns_steps", where, low=1)
-    coeffs = group["ns_coefficients"]
-    if not (
-        isinstance(coeffs, (tuple, list))
-        and len(coeffs) == 3
-        and all(isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) for c in coeffs)
-    ):
-        raise ValueError(f"{where}: invalid ns_coefficients={coeffs!r}: must be three finite numbers (a, b, c)")
-    check_real(group, "eps", where, low=0.0)

@@ -10,13 +10,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from precond.optim._common import check_bool, check_choice, check_lr, check_real, masked, state_dtype
+from precond.optim._common import check_choice, check_momentum_like, check_real, masked, state_dtype
 from precond.optim._hybrid import (
     HybridOptimizer,
+    MatrixBatch,
     adam_hyperparameters,
     apply_matrix_update_,
-    bucket_by_shape,
     matrix_shape,
+    matrix_zeros,
     stack_as,
     write_back_,
     zeroed,
@@ -141,29 +142,23 @@ class AuON(HybridOptimizer):
         super().__init__(params, defaults, nonfinite)
 
     def _validate_matrix_group(self, group: dict[str, Any], where: str) -> None:
-        check_lr(group, where)
-        check_real(group, "momentum", where, low=0.0, high=1.0, high_open=True)
-        check_bool(group, "nesterov", where)
-        check_real(group, "weight_decay", where, low=0.0)
+        check_momentum_like(group, where, nesterov=True)
         check_real(group, "gamma", where, low=0.0, high=10.0)
         check_choice(group, "scale", where, AUON_SCALES)
 
     def _init_matrix_state(self, p: torch.Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
-        rows, cols = matrix_shape(p)
-        state["momentum_buffer"] = torch.zeros(rows, cols, dtype=state_dtype(p), device=p.device)
+        state["momentum_buffer"] = matrix_zeros(p)
 
-    def _matrix_step(self, group: dict[str, Any], params: list[torch.Tensor], keep: torch.Tensor | None) -> None:
-        for _, idx in bucket_by_shape(params).items():
-            ps = [params[i] for i in idx]
-            auon_step_(
-                ps,
-                [p.grad for p in ps],  # type: ignore[misc]
-                [self.state[p]["momentum_buffer"] for p in ps],
-                lr=group["lr"],
-                momentum=group["momentum"],
-                nesterov=group["nesterov"],
-                weight_decay=group["weight_decay"],
-                gamma=group["gamma"],
-                scale=group["scale"],
-                keep=keep,
-            )
+    def _step_batch(self, group: dict[str, Any], batch: MatrixBatch, keep: torch.Tensor | None) -> None:
+        auon_step_(
+            batch.params,
+            batch.grads(),
+            *batch.lists("momentum_buffer"),
+            lr=group["lr"],
+            momentum=group["momentum"],
+            nesterov=group["nesterov"],
+            weight_decay=group["weight_decay"],
+            gamma=group["gamma"],
+            scale=group["scale"],
+            keep=keep,
+        )

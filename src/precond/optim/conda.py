@@ -9,12 +9,13 @@ import torch
 from torch import nn
 
 from precond.optim._adam import bias_correction
-from precond.optim._common import check_betas, check_bool, check_int, check_lr, check_real, masked, state_dtype
+from precond.optim._common import check_adamw_like, check_bool, check_int, check_real, masked, state_dtype
 from precond.optim._hybrid import (
     HybridOptimizer,
+    MatrixBatch,
     apply_matrix_update_,
-    bucket_by_shape,
     matrix_shape,
+    matrix_zeros,
     stack_as,
     write_back_,
     zeroed,
@@ -160,6 +161,10 @@ class Conda(HybridOptimizer):
     """
 
     optimizer_name = "Conda"
+    refresh_key = "update_proj_gap"
+    refresh_syncs = True
+    fallback_key = "basis_fallbacks"
+    shares_adam_settings = True
 
     def __init__(
         self,
@@ -185,51 +190,30 @@ class Conda(HybridOptimizer):
         super().__init__(params, defaults, nonfinite)
 
     def _validate_matrix_group(self, group: dict[str, Any], where: str) -> None:
-        check_lr(group, where)
-        check_betas(group, where)
-        check_real(group, "eps", where, low=0.0, low_open=True)
-        check_real(group, "weight_decay", where, low=0.0)
+        check_adamw_like(group, where)
         check_int(group, "update_proj_gap", where, low=1)
         check_real(group, "scale", where, low=0.0)
         check_bool(group, "rotate_moment", where)
-
-    def _adam_settings(self, group: dict[str, Any]) -> tuple[float, tuple[float, float], float, float]:
-        return group["lr"], tuple(group["betas"]), group["eps"], group["weight_decay"]
 
     def _init_matrix_state(self, p: torch.Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
         rows, cols = matrix_shape(p)
         sdt = state_dtype(p)
         state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
         state["exp_avg"] = torch.zeros(p.shape, dtype=sdt, device=p.device)
-        state["exp_avg_sq"] = torch.zeros(rows, cols, dtype=sdt, device=p.device)
+        state["exp_avg_sq"] = matrix_zeros(p)
         state["basis"] = torch.eye(min(rows, cols), dtype=sdt, device=p.device)
-        state["basis_fallbacks"] = torch.zeros((), dtype=torch.int64, device=p.device)
 
-    def _refreshes(self, p: torch.Tensor, group: dict[str, Any]) -> bool:
-        return self.state[p]["calls"] % group["update_proj_gap"] == 0
-
-    def _needs_host_check(self, group: dict[str, Any], params: list[torch.Tensor]) -> bool:
-        return any(self._refreshes(p, group) for p in params)
-
-    def _matrix_step(self, group: dict[str, Any], params: list[torch.Tensor], keep: torch.Tensor | None) -> None:
-        for (_, _, _, refresh), idx in bucket_by_shape(params, lambda i: self._refreshes(params[i], group)).items():
-            ps = [params[i] for i in idx]
-            states = [self.state[p] for p in ps]
-            failed = conda_step_(
-                ps,
-                [p.grad for p in ps],  # type: ignore[misc]
-                [s["exp_avg"] for s in states],
-                [s["exp_avg_sq"] for s in states],
-                [s["basis"] for s in states],
-                [s["step"] for s in states],
-                lr=group["lr"],
-                betas=tuple(group["betas"]),
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-                scale=group["scale"],
-                refresh=refresh,
-                rotate_moment=group["rotate_moment"],  # v is zero before the first basis: harmless
-                keep=keep,
-            )
-            if failed is not None:
-                torch._foreach_add_([s["basis_fallbacks"] for s in states], list(failed.to(torch.int64).unbind(0)))
+    def _step_batch(self, group: dict[str, Any], batch: MatrixBatch, keep: torch.Tensor | None) -> torch.Tensor | None:
+        return conda_step_(
+            batch.params,
+            batch.grads(),
+            *batch.lists("exp_avg", "exp_avg_sq", "basis", "step"),
+            lr=group["lr"],
+            betas=tuple(group["betas"]),
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            scale=group["scale"],
+            refresh=batch.refresh,
+            rotate_moment=group["rotate_moment"],  # v is zero before the first basis: harmless
+            keep=keep,
+        )

@@ -21,22 +21,22 @@ from torch import nn
 from precond.linalg import MUON_COEFFICIENTS, dct_basis, dct_rows, newton_schulz
 from precond.optim._adam import bias_correction
 from precond.optim._common import (
-    check_betas,
+    check_adamw_like,
     check_bool,
     check_choice,
     check_int,
-    check_lr,
-    check_real,
+    check_momentum_like,
+    check_ns,
     masked,
     state_dtype,
 )
 from precond.optim._hybrid import (
     HybridOptimizer,
+    MatrixBatch,
     adam_hyperparameters,
     apply_matrix_update_,
-    bucket_by_shape,
-    check_ns,
     matrix_shape,
+    matrix_zeros,
     stack_as,
     write_back_,
     zeroed,
@@ -218,6 +218,8 @@ class DCTAdamW(HybridOptimizer):
     """
 
     optimizer_name = "DCTAdamW"
+    refresh_key = "update_proj_gap"  # a refresh selects new columns (maskable: no host sync)
+    shares_adam_settings = True
 
     def __init__(
         self,
@@ -247,18 +249,12 @@ class DCTAdamW(HybridOptimizer):
         super().__init__(params, defaults, nonfinite)
 
     def _validate_matrix_group(self, group: dict[str, Any], where: str) -> None:
-        check_lr(group, where)
-        check_betas(group, where)
-        check_real(group, "eps", where, low=0.0, low_open=True)
-        check_real(group, "weight_decay", where, low=0.0)
+        check_adamw_like(group, where)
         _check_rank(group, where)
         check_int(group, "update_proj_gap", where, low=1)
         check_bool(group, "rotate_subspace", where)
         check_bool(group, "error_feedback", where)
         check_choice(group, "similarity", where, SIMILARITIES)
-
-    def _adam_settings(self, group: dict[str, Any]) -> tuple[float, tuple[float, float], float, float]:
-        return group["lr"], tuple(group["betas"]), group["eps"], group["weight_decay"]
 
     def _init_matrix_state(self, p: torch.Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
         rows, cols, right = _sizes(p)
@@ -270,33 +266,29 @@ class DCTAdamW(HybridOptimizer):
         state["exp_avg_sq"] = torch.zeros(shape, dtype=sdt, device=p.device)
         state["indices"] = torch.arange(r, dtype=torch.int64, device=p.device)
         if group["error_feedback"]:
-            state["error"] = torch.zeros(rows, cols, dtype=sdt, device=p.device)
+            state["error"] = matrix_zeros(p)
 
-    def _matrix_step(self, group: dict[str, Any], params: list[torch.Tensor], keep: torch.Tensor | None) -> None:
-        gap = group["update_proj_gap"]
-        key = lambda i: self.state[params[i]]["calls"] % gap == 0  # noqa: E731
-        for (_, _, _, select), idx in bucket_by_shape(params, key).items():
-            ps = [params[i] for i in idx]
-            states = [self.state[p] for p in ps]
-            errors = [s["error"] for s in states] if all("error" in s for s in states) else None
-            dct_adamw_step_(
-                ps,
-                [p.grad for p in ps],  # type: ignore[misc]
-                [s["exp_avg"] for s in states],
-                [s["exp_avg_sq"] for s in states],
-                [s["indices"] for s in states],
-                [s["step"] for s in states],
-                errors,
-                rank=states[0]["indices"].numel(),
-                lr=group["lr"],
-                betas=tuple(group["betas"]),
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-                select=select,
-                rotate_subspace=group["rotate_subspace"] and states[0]["calls"] > 0,
-                similarity=group["similarity"],
-                keep=keep,
-            )
+    def _step_batch(self, group: dict[str, Any], batch: MatrixBatch, keep: torch.Tensor | None) -> None:
+        exp_avgs, exp_avg_sqs, indices, steps = batch.lists("exp_avg", "exp_avg_sq", "indices", "step")
+        errors = batch.lists("error")[0] if all("error" in s for s in batch.states) else None
+        dct_adamw_step_(
+            batch.params,
+            batch.grads(),
+            exp_avgs,
+            exp_avg_sqs,
+            indices,
+            steps,
+            errors,
+            rank=batch.states[0]["indices"].numel(),
+            lr=group["lr"],
+            betas=tuple(group["betas"]),
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            select=batch.refresh,
+            rotate_subspace=group["rotate_subspace"] and batch.states[0]["calls"] > 0,
+            similarity=group["similarity"],
+            keep=keep,
+        )
 
 
 # ---------------------------------------------------------------------------------------------- Trion
@@ -406,33 +398,28 @@ class Trion(HybridOptimizer):
         super().__init__(params, defaults, nonfinite)
 
     def _validate_matrix_group(self, group: dict[str, Any], where: str) -> None:
-        check_lr(group, where)
-        check_real(group, "momentum", where, low=0.0, high=1.0, high_open=True)
-        check_real(group, "weight_decay", where, low=0.0)
+        check_momentum_like(group, where, nesterov=False)
         _check_rank(group, where)
         check_ns(group, where)
         check_choice(group, "scale", where, SCALES)
         check_choice(group, "similarity", where, SIMILARITIES)
 
     def _init_matrix_state(self, p: torch.Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
-        rows, cols = matrix_shape(p)
-        state["momentum_buffer"] = torch.zeros(rows, cols, dtype=state_dtype(p), device=p.device)
+        state["momentum_buffer"] = matrix_zeros(p)
 
-    def _matrix_step(self, group: dict[str, Any], params: list[torch.Tensor], keep: torch.Tensor | None) -> None:
-        for ((rows, cols), _, _, _), idx in bucket_by_shape(params).items():
-            ps = [params[i] for i in idx]
-            trion_step_(
-                ps,
-                [p.grad for p in ps],  # type: ignore[misc]
-                [self.state[p]["momentum_buffer"] for p in ps],
-                rank=resolve_rank(group["rank"], rows, cols),
-                lr=group["lr"],
-                momentum=group["momentum"],
-                weight_decay=group["weight_decay"],
-                ns_steps=group["ns_steps"],
-                ns_coefficients=tuple(group["ns_coefficients"]),
-                eps=group["eps"],
-                scale=group["scale"],
-                similarity=group["similarity"],
-                keep=keep,
-            )
+    def _step_batch(self, group: dict[str, Any], batch: MatrixBatch, keep: torch.Tensor | None) -> None:
+        trion_step_(
+            batch.params,
+            batch.grads(),
+            *batch.lists("momentum_buffer"),
+            rank=resolve_rank(group["rank"], *matrix_shape(batch.params[0])),
+            lr=group["lr"],
+            momentum=group["momentum"],
+            weight_decay=group["weight_decay"],
+            ns_steps=group["ns_steps"],
+            ns_coefficients=tuple(group["ns_coefficients"]),
+            eps=group["eps"],
+            scale=group["scale"],
+            similarity=group["similarity"],
+            keep=keep,
+        )

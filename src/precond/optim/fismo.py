@@ -15,21 +15,21 @@ from torch import nn
 
 from precond.linalg import MUON_COEFFICIENTS, inverse_root, newton_schulz
 from precond.optim._common import (
-    check_bool,
     check_choice,
     check_int,
-    check_lr,
+    check_momentum_like,
+    check_ns,
     check_real,
     masked,
     state_dtype,
 )
 from precond.optim._hybrid import (
     HybridOptimizer,
+    MatrixBatch,
     adam_hyperparameters,
     apply_matrix_update_,
-    bucket_by_shape,
-    check_ns,
     matrix_shape,
+    matrix_zeros,
     stack_as,
     write_back_,
     zeroed,
@@ -152,6 +152,9 @@ class FISMO(HybridOptimizer):
     """
 
     optimizer_name = "FISMO"
+    refresh_key = "precondition_frequency"
+    refresh_syncs = True
+    fallback_key = "root_fallbacks"
 
     def __init__(
         self,
@@ -192,10 +195,7 @@ class FISMO(HybridOptimizer):
         super().__init__(params, defaults, nonfinite)
 
     def _validate_matrix_group(self, group: dict[str, Any], where: str) -> None:
-        check_lr(group, where)
-        check_real(group, "momentum", where, low=0.0, high=1.0, high_open=True)
-        check_bool(group, "nesterov", where)
-        check_real(group, "weight_decay", where, low=0.0)
+        check_momentum_like(group, where, nesterov=True)
         check_real(group, "gamma", where, low=0.0, high=1.0)
         check_real(group, "damping", where, low=0.0, low_open=True)
         check_int(group, "precondition_frequency", where, low=1)
@@ -206,39 +206,27 @@ class FISMO(HybridOptimizer):
     def _init_matrix_state(self, p: torch.Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
         rows, cols = matrix_shape(p)
         sdt = state_dtype(p)
-        state["momentum_buffer"] = torch.zeros(rows, cols, dtype=sdt, device=p.device)
+        state["momentum_buffer"] = matrix_zeros(p)
         for name, d in (("left", rows), ("right", cols)):
             state[name] = torch.eye(d, dtype=sdt, device=p.device)
             state[f"{name}_root"] = torch.eye(d, dtype=sdt, device=p.device)
-        state["root_fallbacks"] = torch.zeros((), dtype=torch.int64, device=p.device)
 
-    def _refreshes(self, p: torch.Tensor, group: dict[str, Any]) -> bool:
-        return self.state[p]["calls"] % group["precondition_frequency"] == 0
-
-    def _needs_host_check(self, group: dict[str, Any], params: list[torch.Tensor]) -> bool:
-        return any(self._refreshes(p, group) for p in params)
-
-    def _matrix_step(self, group: dict[str, Any], params: list[torch.Tensor], keep: torch.Tensor | None) -> None:
-        for (_, _, _, refresh), idx in bucket_by_shape(params, lambda i: self._refreshes(params[i], group)).items():
-            ps = [params[i] for i in idx]
-            states = [self.state[p] for p in ps]
-            failed = fismo_step_(
-                ps,
-                [p.grad for p in ps],  # type: ignore[misc]
-                *([s[k] for s in states] for k in ("momentum_buffer", "left", "right", "left_root", "right_root")),
-                lr=group["lr"],
-                momentum=group["momentum"],
-                nesterov=group["nesterov"],
-                weight_decay=group["weight_decay"],
-                gamma=group["gamma"],
-                damping=group["damping"],
-                root_eps=group["root_eps"],
-                refresh=refresh,
-                ns_steps=group["ns_steps"],
-                ns_coefficients=tuple(group["ns_coefficients"]),
-                eps=group["eps"],
-                scale=group["scale"],
-                keep=keep,
-            )
-            if failed is not None:
-                torch._foreach_add_([s["root_fallbacks"] for s in states], list(failed.unbind(0)))
+    def _step_batch(self, group: dict[str, Any], batch: MatrixBatch, keep: torch.Tensor | None) -> torch.Tensor | None:
+        return fismo_step_(
+            batch.params,
+            batch.grads(),
+            *batch.lists("momentum_buffer", "left", "right", "left_root", "right_root"),
+            lr=group["lr"],
+            momentum=group["momentum"],
+            nesterov=group["nesterov"],
+            weight_decay=group["weight_decay"],
+            gamma=group["gamma"],
+            damping=group["damping"],
+            root_eps=group["root_eps"],
+            refresh=batch.refresh,
+            ns_steps=group["ns_steps"],
+            ns_coefficients=tuple(group["ns_coefficients"]),
+            eps=group["eps"],
+            scale=group["scale"],
+            keep=keep,
+        )

@@ -19,8 +19,8 @@ from precond.optim._common import (
     check_betas,
     check_bool,
     check_choice,
-    check_int,
-    check_lr,
+    check_momentum_like,
+    check_ns,
     check_real,
     masked,
     state_dtype,
@@ -65,6 +65,38 @@ def uses_muon(param: torch.Tensor, name: str | None = None, use_muon: bool | Non
     if use_muon is not None:
         return use_muon
     return param.ndim >= 2 and (name is None or not _looks_like_embedding_or_head(name))
+
+
+def route_by_name(group: dict[str, Any], params: list[torch.Tensor], flag: bool | None) -> list[bool]:
+    """:func:`uses_muon` for each of ``params`` of ``group``, with their names where the group has
+    ``param_names`` and the group's explicit routing ``flag``."""
+    names = group.get("param_names")
+    name_of = {} if names is None else {id(p): n for p, n in zip(group["params"], names, strict=False)}
+    return [uses_muon(p, name_of.get(id(p)), flag) for p in params]
+
+
+def split_names(param_group: dict[str, Any], where: str) -> dict[str, Any]:
+    """``param_group`` with its ``params`` as a list and, where they are given as ``(name, tensor)`` pairs, the
+    names moved to ``param_names`` (``ValueError`` naming ``where`` on a mix of pairs and tensors)."""
+    params = param_group["params"]
+    params = [params] if isinstance(params, torch.Tensor) else list(params)  # may be a generator
+    if any(isinstance(p, tuple) for p in params):
+        if not all(isinstance(p, tuple) and len(p) == 2 for p in params):
+            raise ValueError(f"{where}: give either all params as (name, tensor) pairs or none")
+        return {**param_group, "param_names": [n for n, _ in params], "params": [t for _, t in params]}
+    return {**param_group, "params": params}
+
+
+def check_matrices(group: dict[str, Any], where: str, key: str, update: str) -> None:
+    """With ``group[key] is True`` (every param routed to the matrix update named ``update``), refuse 0-d/1-d
+    params (``ValueError`` naming ``key``)."""
+    if group.get(key) is True:
+        for p in group.get("params", ()):
+            if isinstance(p, torch.Tensor) and p.ndim < 2:
+                raise ValueError(
+                    f"{where}: {key}=True but a parameter has shape {tuple(p.shape)}; {update} needs >= 2 dims: put "
+                    f"0-d/1-d params in a group with {key}=False (or None)"
+                )
 
 
 def param_groups_of(model: nn.Module) -> list[dict[str, Any]]:
@@ -364,19 +396,8 @@ class Muon(PrecondOptimizer):
 
     # ------------------------------------------------------------------ torch.optim plumbing
     def _validate_group(self, group: dict[str, Any], where: str) -> None:
-        check_lr(group, where)
-        check_real(group, "momentum", where, low=0.0, high=1.0, high_open=True)
-        check_bool(group, "nesterov", where)
-        check_real(group, "weight_decay", where, low=0.0)
-        check_int(group, "ns_steps", where, low=1)
-        coeffs = group["ns_coefficients"]
-        if not (
-            isinstance(coeffs, (tuple, list))
-            and len(coeffs) == 3
-            and all(isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) for c in coeffs)
-        ):
-            raise ValueError(f"{where}: invalid ns_coefficients={coeffs!r}: must be three finite numbers (a, b, c)")
-        check_real(group, "eps", where, low=0.0)
+        check_momentum_like(group, where, nesterov=True)
+        check_ns(group, where)
         check_choice(group, "scale", where, SCALES)
         if group["adam_lr_ratio"] is not None:
             check_real(group, "adam_lr_ratio", where, low=0.0)
@@ -386,24 +407,10 @@ class Muon(PrecondOptimizer):
         if group.get("use_muon") not in (None, True, False):
             raise ValueError(f"{where}: invalid use_muon={group['use_muon']!r}: must be True, False or None (auto)")
         check_bool(group, "transposed", where)
-        if group.get("use_muon") is True:
-            for p in group.get("params", ()):
-                if isinstance(p, torch.Tensor) and p.ndim < 2:
-                    raise ValueError(
-                        f"{where}: use_muon=True but a parameter has shape {tuple(p.shape)}; Muon needs >= 2 "
-                        "dims: put 0-d/1-d params in a group with use_muon=False (or None)"
-                    )
+        check_matrices(group, where, "use_muon", "Muon")
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        params = param_group["params"]
-        params = [params] if isinstance(params, torch.Tensor) else list(params)  # may be a generator
-        if any(isinstance(p, tuple) for p in params):
-            if not all(isinstance(p, tuple) and len(p) == 2 for p in params):
-                raise ValueError("Muon: give either all params as (name, tensor) pairs or none")
-            param_group = {**param_group, "param_names": [n for n, _ in params], "params": [t for _, t in params]}
-        else:
-            param_group = {**param_group, "params": params}
-        super().add_param_group(param_group)
+        super().add_param_group(split_names(param_group, "Muon"))
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)  # refuses another optimizer's state dict (ValueError naming it)
@@ -411,11 +418,7 @@ class Muon(PrecondOptimizer):
             group.setdefault("transposed", False)
 
     def _routes(self, group: dict[str, Any], params: list[torch.Tensor]) -> list[bool]:
-        names = group.get("param_names")
-        if names is None:
-            return [uses_muon(p, None, group["use_muon"]) for p in params]
-        name_of = {id(p): n for p, n in zip(group["params"], names, strict=False)}
-        return [uses_muon(p, name_of.get(id(p)), group["use_muon"]) for p in params]
+        return route_by_name(group, params, group["use_muon"])
 
     # ------------------------------------------------------------------ the step
     def _step_groups(self, groups: list[tuple[dict[str, Any], list[torch.Tensor]]], ok: torch.Tensor | None) -> None:

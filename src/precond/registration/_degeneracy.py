@@ -14,8 +14,8 @@ than DCReg's greedy x-then-y-then-z pass (``assignment="greedy"`` reproduces it)
 holds under half of it is reported ``ambiguous``.
 
 Frame: ``H`` is in the body (source) frame of the right perturbation ``T ← T · Exp([ω; v])`` (see
-:func:`precond.registration.linearize`), so the report does not change when the target (world) frame moves rigidly,
-and the masks permute with the axes when the scene is rotated in the sensor frame.
+:func:`precond.registration.point_to_plane`), so the report does not change when the target (world) frame moves
+rigidly, and the masks permute with the axes when the scene is rotated in the sensor frame.
 """
 
 from __future__ import annotations
