@@ -104,8 +104,10 @@ class SOAP(FactoredOptimizer):
     Better than the reference, by default (each tested in ``tests/optim``):
 
     * **No wasted first step.** The reference throws away every parameter's first gradient.  Here the first
-      gradient seeds the factors, their ``eigh`` gives the basis, and the step is taken in it (for a matrix
-      this first step is exactly the polar factor ``U Vᵀ`` of the gradient, i.e. Muon's direction).
+      gradient seeds the factors, their ``eigh`` gives the basis, and the step is taken in it (for a matrix,
+      in exact arithmetic, the polar factor ``U Vᵀ`` of the gradient, i.e. Muon's direction; in float32 the
+      projected gradient's off-diagonal is rounding noise, which Adam's normalisation amplifies wherever it
+      exceeds ``eps``, so with the default ``eps`` this first step is only roughly ``U Vᵀ``).
     * **Second moment aligned with the basis.** The refresh keeps each eigenvector in its column slot, so the
       per-slot second moment needs no permutation and cannot be misaligned (the bug class of NVIDIA
       Emerging-Optimizers PR #300); permuting or sign-flipping basis columns does not change the update.
