@@ -217,7 +217,12 @@ def lion_family() -> Family:
     ours = "precond Lion"
     specs = [
         adamw_spec(),
-        Spec(ours, lambda ps: Lion(ps, lr=1e-4, weight_decay=0.1), note="foreach, sync-free non-finite skip"),
+        Spec(ours, lambda ps: Lion(ps, lr=1e-4, weight_decay=0.1), note="foreach, non-finite skip (the default)"),
+        Spec(
+            "precond Lion nonfinite=off",
+            lambda ps: Lion(ps, lr=1e-4, weight_decay=0.1, nonfinite="off"),
+            note="foreach, no non-finite check (the peer's semantics)",
+        ),
         Spec(
             "pytorch_optimizer Lion",
             lambda ps: pytorch_optimizer.Lion(ps, lr=1e-4, weight_decay=0.1, foreach=True),

@@ -306,3 +306,34 @@ def test_masked_kept_steps_are_bitwise_the_unmasked_ones(name: str, monkeypatch:
     (plain, plain_opt), (masked, masked_opt) = run(False), run(True)
     _assert_same_params(list(masked.parameters()), list(plain.parameters()), f"{name} masked vs unmasked")
     _assert_same_state(masked_opt, plain_opt, f"{name} masked vs unmasked")
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if issubclass(REGISTRY[n].load(), PrecondOptimizer)])
+def test_nonfinite_off_is_the_default_step_without_the_check(name: str) -> None:
+    """``nonfinite="off"`` (torch.optim's behaviour): on finite gradients bitwise the default's 14 steps; a
+    non-finite gradient is not caught, so it reaches the parameters or the state (Lion: ``sign(NaN) = 0`` keeps
+    the parameters and poisons the momentum), or a solver downstream raises on it (M-FAC's Cholesky)."""
+
+    def run(**kw: Any) -> tuple[nn.Module, torch.optim.Optimizer]:
+        model = mlp()
+        opt = create(name, model, **SETTINGS.get(name, {}), **kw)
+        for x, y in batches(model, 14):
+            _backward(model, x, y)
+            opt.step()
+        return model, opt
+
+    (plain, plain_opt), (off, off_opt) = run(), run(nonfinite="off")
+    _assert_same_params(list(off.parameters()), list(plain.parameters()), f"{name} nonfinite='off' vs default")
+    _assert_same_state(off_opt, plain_opt, f"{name} nonfinite='off' vs default")
+    x, y = batches(off, 1, seed=5)[0]
+    _backward(off, x, y)
+    for p in off.parameters():
+        assert p.grad is not None
+        p.grad.fill_(float("nan"))
+    try:
+        off_opt.step()
+    except ValueError as err:
+        assert "non-finite" in str(err)
+        return
+    tensors = [*off.parameters(), *(t for _, t in state_tensors(off_opt.state_dict()["state"]))]
+    assert not all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point()), f"{name}: NaN caught"

@@ -19,7 +19,7 @@ from torch.optim import Optimizer
 
 from precond.optim._state_check import check_state_dict
 
-NONFINITE_POLICIES = ("skip", "raise")
+NONFINITE_POLICIES = ("skip", "raise", "off")
 
 
 # ---------------------------------------------------------------------------------------------- argument checks
@@ -123,9 +123,12 @@ def check_ns(group: dict[str, Any], where: str) -> None:
 def nonfinite_flag(grads: list[torch.Tensor], policy: str) -> torch.Tensor | None:
     """A 0-d bool tensor, true when every gradient is finite (no host sync), for ``policy="skip"``.
 
-    For ``policy="raise"`` it syncs, raises ``ValueError`` on a non-finite gradient and returns ``None``.
+    For ``policy="raise"`` it syncs, raises ``ValueError`` on a non-finite gradient and returns ``None``.  For
+    ``policy="off"`` it checks nothing and returns ``None`` (torch.optim's behaviour: a non-finite gradient
+    propagates; for training behind a ``GradScaler``, which skips such steps itself, it saves a pass over the
+    gradients).
     """
-    if not grads:
+    if not grads or policy == "off":
         return None
     norms = torch._foreach_norm(grads)
     ok = torch.isfinite(torch.stack([n.to(torch.float32) for n in norms]).square().sum())
@@ -192,7 +195,7 @@ class PrecondOptimizer(Optimizer, metaclass=ABCMeta):
     * hyperparameters are checked by ``_validate_group`` in ``__init__`` and in ``add_param_group`` (errors
       name the argument, the param group and the fix); generator ``params`` are materialised; complex and
       (at ``step``) sparse gradients are rejected;
-    * ``nonfinite="skip" | "raise"`` (see :func:`nonfinite_flag`); "no host sync" applies to accelerators: a
+    * ``nonfinite="skip" | "raise" | "off"`` (see :func:`nonfinite_flag`); "no host sync" applies to accelerators: a
       CPU flag is read directly and a finite CPU step runs unmasked (:func:`host_resolved`);
     * floating state is float32 whatever the parameter dtype, and it and integer counters keep their dtype
       across ``load_state_dict`` (torch would cast them to the parameter dtype).
@@ -208,7 +211,7 @@ class PrecondOptimizer(Optimizer, metaclass=ABCMeta):
         nonfinite: str = "skip",
     ) -> None:
         if nonfinite not in NONFINITE_POLICIES:
-            raise ValueError(f"nonfinite must be 'skip' or 'raise', got {nonfinite!r}")
+            raise ValueError(f"nonfinite must be 'skip', 'raise' or 'off', got {nonfinite!r}")
         self._nonfinite = nonfinite
         self._validate_group(defaults, self.optimizer_name)
         super().__init__(params, defaults)

@@ -127,7 +127,8 @@ class AdamP(_Projected):
         wd_ratio: weight-decay factor on scale-invariant weights (default ``0.1``).
         nesterov: default ``False``.
         nonfinite: ``"skip"`` (default): a step with a non-finite gradient is a bitwise no-op, without a host
-            sync, counted in ``state[p]["nonfinite_skips"]``; ``"raise"``: ``ValueError`` before any change.
+            sync, counted in ``state[p]["nonfinite_skips"]``; ``"off"`` skips the check (torch.optim's behaviour, e.g.
+            behind a ``GradScaler``, which skips such steps itself); ``"raise"``: ``ValueError`` before any change.
 
     State per parameter: ``step`` (float32), ``exp_avg``, ``exp_avg_sq`` (float32 for bf16/fp16 parameters),
     ``nonfinite_skips``.

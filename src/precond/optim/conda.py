@@ -152,7 +152,8 @@ class Conda(HybridOptimizer):
             authors' choice of keeping the stale ``v``); see :func:`conda_step_`.
         nonfinite: ``"skip"`` (default): a step with a non-finite gradient is a no-op on params and state
             (masked, without a host sync, except on refresh steps, whose SVD reads the flag on the host), counted
-            in ``state[p]["nonfinite_skips"]``; ``"raise"``: ``ValueError`` before anything changes.
+            in ``state[p]["nonfinite_skips"]``; ``"off"`` skips the check (torch.optim's behaviour, e.g. behind a
+            ``GradScaler``, which skips such steps itself); ``"raise"``: ``ValueError`` before anything changes.
 
     State of a projected matrix: ``exp_avg`` (param shape), ``exp_avg_sq`` (matrix view, rotated), ``basis``
     (``[n, n]`` or ``[m, m]``), ``step`` (float32), ``calls`` (``int``), ``basis_fallbacks`` (failed SVDs, which

@@ -90,7 +90,8 @@ class Lion(PrecondOptimizer):
         nonfinite: ``"skip"`` (default) turns a step with a non-finite gradient into a bitwise no-op on
             parameters and momenta, without a host sync on accelerators (a finite CPU step reads its flag and
             runs unmasked), and counts it in ``state[p]["nonfinite_skips"]``;
-            ``"raise"`` raises ``ValueError`` before touching anything (one host sync per step).
+            ``"off"`` skips the check (torch.optim's behaviour, e.g. behind a ``GradScaler``, which skips such steps
+            itself); ``"raise"`` raises ``ValueError`` before touching anything (one host sync per step).
 
     ``torch.sign(0) = 0``: a coordinate whose interpolation is exactly zero is not moved (the paper's
     ``sign``).  State per parameter: ``exp_avg`` (float32 for bf16/fp16 parameters, the parameter's dtype for

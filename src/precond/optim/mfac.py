@@ -184,7 +184,8 @@ class MFAC(PrecondOptimizer):
             state tensor (windows included) bitwise untouched and adds one to ``state[p]["nonfinite_skips"]``
             of each parameter with a gradient.  The flag is read on the host, next to the sync the window update
             makes anyway (its ring-buffer slot); the functional :func:`mfac_step_` also offers a masked skip
-            (``keep=``: no extra sync, but ~1.8× the step time on CPU).  ``"raise"``: ``ValueError`` before
+            (``keep=``: no extra sync, but ~1.8× the step time on CPU).  ``"off"`` skips the check (torch.optim's
+            behaviour, e.g. behind a ``GradScaler``, which skips such steps itself); ``"raise"``: ``ValueError`` before
             anything is modified.
 
     State (plain tensors, so ``state_dict``/``load_state_dict`` round-trip bit-identically; dtypes fixed

@@ -332,7 +332,8 @@ class Muon(PrecondOptimizer):
             ``1e-10`` and ``0``).  ``adam_eps`` must be ``> 0`` (a skipped step divides ``0/eps``).
         nonfinite: ``"skip"`` (default): a step with any non-finite gradient is a bitwise no-op on every param
             and state tensor, without a host sync (masked updates), counted in ``state[p]["nonfinite_skips"]``
-            (a tensor) of the params that had a gradient; ``"raise"``: ``ValueError`` before anything is
+            (a tensor) of the params that had a gradient; ``"off"`` skips the check (torch.optim's behaviour, e.g.
+            behind a ``GradScaler``, which skips such steps itself); ``"raise"``: ``ValueError`` before anything is
             modified (one sync per step).
 
     Newton–Schulz runs in float32 (float64 for float64 params), not bf16 as the reference does on GPUs: CPUs

@@ -48,7 +48,8 @@ class Shampoo(FactoredOptimizer):
             kernels are ``[out, in·kh·kw]``; 0-d/1-d parameters get the grafted method).
         nonfinite: ``"skip"`` (default) makes a step with a non-finite gradient a bitwise no-op on parameters
             and state, counted in ``state[p]["nonfinite_skips"]`` (sync-free, except on root-recomputation
-            steps, which check on the host and leave the schedule where it was); ``"raise"`` raises
+            steps, which check on the host and leave the schedule where it was); ``"off"`` skips the check
+            (torch.optim's behaviour, e.g. behind a ``GradScaler``, which skips such steps itself); ``"raise"`` raises
             ``ValueError`` before touching anything.
 
     Failure handling: a root whose ``eigh`` fails (after a float64 retry) or comes out non-finite keeps the

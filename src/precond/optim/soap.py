@@ -77,7 +77,8 @@ class SOAP(FactoredOptimizer):
             ``state[p]["nonfinite_skips"]``.  Ordinary steps do this without a host sync (masked updates that
             are bitwise the plain ones when the gradient is finite); steps that initialise or refresh a basis
             check on the host (they run ``eigh``/QR anyway) and a skipped one does not advance the schedule,
-            while a skipped ordinary step still counts toward ``precondition_frequency``.  ``"raise"`` raises
+            while a skipped ordinary step still counts toward ``precondition_frequency``.  ``"off"`` skips the check
+            (torch.optim's behaviour, e.g. behind a ``GradScaler``, which skips such steps itself); ``"raise"`` raises
             ``ValueError`` before touching anything (one host sync per step).
         compile: run the elementwise Adam part through ``torch.compile`` (fused kernels, same math; the
             matmuls, QR and ``eigh`` stay eager).  Off by default: the first steps pay the compile time.  This

@@ -246,8 +246,10 @@ class ShardedOptimizer(Optimizer):
         # every gradient this rank holds (FSDP2: its shards); replicated gradients are checked on every rank, so
         # a replica that diverged (e.g. an inf on one rank only) still makes every rank take the same branch
         mine = [_local(p.grad) for p, h in zip(params, has, strict=True) if h]
-        bad = bool(mine) and not bool(
-            torch.isfinite(torch.stack([n.float() for n in torch._foreach_norm(mine)]).square().sum())
+        bad = (
+            self._nonfinite != "off"
+            and bool(mine)
+            and not bool(torch.isfinite(torch.stack([n.float() for n in torch._foreach_norm(mine)]).square().sum()))
         )
         groups = self._inner_groups_with(has)
         due = self._inner._host_check_due(groups)
