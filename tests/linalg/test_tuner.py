@@ -83,7 +83,7 @@ def test_tuners_on_synthetic_sequence(variance: str) -> None:
 
 @pytest.mark.slow
 def test_tuners_on_heat_equation_with_ssor_pcg() -> None:
-    T = 1000
+    T = 2000  # the issue: >= 2000 instances
     hs = heat_sequence(T, nx=20)
     d = DEFAULT_GRID.size
     res = ssor_pcg_batch(

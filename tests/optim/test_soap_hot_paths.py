@@ -361,6 +361,26 @@ def test_option_resume_and_deepcopy_are_bitwise(name: str) -> None:
     del twin_model, twin_opt
 
 
+def test_checkpoint_from_before_the_options_resumes_bitwise() -> None:
+    """A state dict whose groups lack ``cholesky_qr``/``drift_tolerance``/``stagger_refresh`` (saved before they
+    existed) loads, gets them off, and resumes exactly like the optimizer that saved it."""
+    data = batches(_lopsided(), 16, batch=64)
+    model = _lopsided()
+    opt = SOAP(model.parameters(), lr=3e-3, precondition_frequency=4)
+    train(model, opt, data[:7])
+    saved_model, saved_opt = copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
+    for group in saved_opt["param_groups"]:
+        for key in SOAP.option_defaults:
+            del group[key]
+    resumed_model = _lopsided()
+    resumed_model.load_state_dict(saved_model)
+    resumed = SOAP(resumed_model.parameters(), lr=1.0, drift_tolerance=0.5)
+    resumed.load_state_dict(saved_opt)
+    assert all(all(g[k] == v for k, v in SOAP.option_defaults.items()) for g in resumed.param_groups)
+    a, b = train(model, opt, data[7:])[-1], train(resumed_model, resumed, data[7:])[-1]
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
 def test_deepcopy_steps_like_the_original() -> None:
     model = _lopsided()
     opt = SOAP(model.parameters(), lr=3e-3, precondition_frequency=3, **OPTIONS["all"])
