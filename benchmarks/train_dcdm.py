@@ -1,12 +1,13 @@
 """Train the DCDM direction networks shipped as ``precond/linalg/learned/dcdm_poisson{32,64}.pt``.
 
     python benchmarks/train_dcdm.py --threads 2               # the shipped 32² checkpoint (CPU, a few minutes)
-    python benchmarks/train_dcdm.py --size 64 --threads 1     # the shipped 64² checkpoint
+    python benchmarks/train_dcdm.py --size 64 --layouts 16 --steps 3000 --threads 2   # the shipped 64² one (~4 min)
     python benchmarks/train_dcdm.py --out net.pt --steps 200  # a quick trial into ./net.pt
 
 ``--out`` defaults to the shipped checkpoint of ``--size`` (``CHECKPOINTS`` in ``precond.linalg.learned``), or
-``./dcdm_poisson{size}.pt`` for a size with none.  Both shipped files used the other options' defaults; another
-thread count can change torch's summation order, hence the weights in their last bits.
+``./dcdm_poisson{size}.pt`` for a size with none.  The shipped files used the options shown and the other
+defaults (the 64² one with twice the layouts and steps: the default recipe left it stalling on held-out
+right-hand sides); another thread count can change torch's summation order, hence the weights in their last bits.
 
 Unsupervised (Kaneda et al., ICML 2023, eq. 6): Ritz-vector right-hand sides (Lanczos on each training matrix)
 on ``size × size`` pressure-Poisson grids with random obstacles (layout seeds 100…100+layouts−1; the tests use

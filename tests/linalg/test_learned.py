@@ -249,22 +249,18 @@ def test_shipped_net_beats_cg_and_ic0_on_held_out_physics(layout: int, fallback:
     _check_beats_cg_and_ic0(pretrained_direction_net(32), 32, layout, fallback=fallback)
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="the shipped 64² network, safeguarded, converges on every held-out right-hand side in fewer "
-    "iterations than CG (59-80 against ~190) but not fewer than IC(0)-PCG (57-63)",
-)
+@pytest.mark.parametrize("fallback", [False, True], ids=["authors-loop", "safeguarded"])
 @pytest.mark.parametrize("layout", [7, 23])
-def test_shipped_64_net_beats_cg_and_ic0_on_held_out_physics(layout: int) -> None:
-    _check_beats_cg_and_ic0(pretrained_direction_net(64), 64, layout)
+def test_shipped_64_net_beats_cg_and_ic0_on_held_out_physics(layout: int, fallback: bool) -> None:
+    """The same for the shipped 64² checkpoint (16 layouts, 3000 steps) on the 64² grid."""
+    _check_beats_cg_and_ic0(pretrained_direction_net(64), 64, layout, fallback=fallback)
 
 
-def test_safeguard_turns_the_stalled_64_net_into_a_converging_solver() -> None:
-    """Layout 7 at 64²: the authors' loop stalls (the residual stops falling above 1e-6 and the cap is hit) on
-    some right-hand sides; the safeguarded loop converges on all of them, in fewer iterations than CG, with a
-    monotone A-norm error; on a right-hand side where the network is good it changes little."""
-    net, grid = pretrained_direction_net(64), PoissonGrid.build(obstacle_mask(64, seed=7))
+def test_safeguard_turns_a_stalled_net_into_a_converging_solver() -> None:
+    """Off its training distribution (the 32² network on a 64² grid, layout 7) the authors' loop stalls (the
+    residual stops falling above 1e-6 and the cap is hit) on some right-hand sides; the safeguarded loop
+    converges on all of them, in fewer iterations than CG, with a monotone A-norm error."""
+    net, grid = pretrained_direction_net(32), PoissonGrid.build(obstacle_mask(64, seed=7))
     A = grid.matrix()
     B = divergence_rhs(grid.mask, 3, seed=8)
     authors = [dcdm(A, b, net, grid, tol=1e-6, max_iter=300, fallback=False) for b in B]
