@@ -48,7 +48,7 @@ def test_another_optimizers_state_dict_is_refused_by_name(source, target):
     with pytest.raises(ValueError, match=rf"looks like the state of '{source}'") as info:
         opt.load_state_dict(src.state_dict())
     saved_keys = set(src.state_dict()["param_groups"][0]) - {"params", "param_names"}
-    required = set(opt.defaults) - set(getattr(opt, "optional_group_keys", ()))
+    required = set(opt.defaults) - set(getattr(opt, "optional_group_defaults", {}))
     missing, alien = required - saved_keys, saved_keys - set(opt.defaults)
     assert all(repr(k) in str(info.value) for k in missing)  # every missing hyperparameter is named ...
     assert missing or any(repr(k) in str(info.value) for k in alien)  # ... or, if none is, the foreign ones

@@ -370,13 +370,13 @@ def test_checkpoint_from_before_the_options_resumes_bitwise() -> None:
     train(model, opt, data[:7])
     saved_model, saved_opt = copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
     for group in saved_opt["param_groups"]:
-        for key in SOAP.option_defaults:
+        for key in SOAP.optional_group_defaults:
             del group[key]
     resumed_model = _lopsided()
     resumed_model.load_state_dict(saved_model)
     resumed = SOAP(resumed_model.parameters(), lr=1.0, drift_tolerance=0.5)
     resumed.load_state_dict(saved_opt)
-    assert all(all(g[k] == v for k, v in SOAP.option_defaults.items()) for g in resumed.param_groups)
+    assert all(all(g[k] == v for k, v in SOAP.optional_group_defaults.items()) for g in resumed.param_groups)
     a, b = train(model, opt, data[7:])[-1], train(resumed_model, resumed, data[7:])[-1]
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 

@@ -234,6 +234,9 @@ class PrecondOptimizer(Optimizer, metaclass=ABCMeta):
     # ------------------------------------------------------------------ copy / pickle
     #: Attributes besides torch's ``defaults``/``state``/``param_groups`` that a copy needs (subclasses extend).
     _copied_attributes: ClassVar[tuple[str, ...]] = ("_nonfinite",)
+    #: Group keys newer than the first saved checkpoints, with the values those checkpoints ran with: a loaded
+    #: state dict that lacks them gets these (:func:`precond.optim._state_check.check_state_dict`).
+    optional_group_defaults: ClassVar[dict[str, Any]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # torch keeps only defaults, state and param_groups; our settings travel too, so that
@@ -335,7 +338,7 @@ class PrecondOptimizer(Optimizer, metaclass=ABCMeta):
         return nonfinite_flag([p.grad for p in params if p.grad is not None], self._nonfinite)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        check_state_dict(self, state_dict)  # another optimizer's state: ValueError naming it, not a later KeyError
+        state_dict = check_state_dict(self, state_dict)  # another optimizer's: ValueError naming it; newer keys filled
         originals = original_states(self, state_dict)
         super().load_state_dict(state_dict)
         restore_float32_state(self, originals)

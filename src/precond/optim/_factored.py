@@ -110,7 +110,7 @@ class FactoredOptimizer(PrecondOptimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # torch casts floating state to the parameter dtype on load; the state here is float32 whatever the
         # parameter dtype, so the buffers are refilled from the caller's original (uncast) tensors.
-        check_state_dict(self, state_dict)  # another optimizer's state: ValueError naming it, not a later KeyError
+        state_dict = check_state_dict(self, state_dict)  # another optimizer's: ValueError naming it; newer keys filled
         originals = original_states(self, state_dict)
         torch.optim.Optimizer.load_state_dict(self, state_dict)
         self._data_format = state_dict.get("data_format", self._data_format)

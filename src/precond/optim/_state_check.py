@@ -52,12 +52,13 @@ def guess_source(keys: set[str]) -> str | None:
     return fit[0] if fit else None
 
 
-def check_state_dict(optimizer: torch.optim.Optimizer, state_dict: Any) -> None:
+def check_state_dict(optimizer: torch.optim.Optimizer, state_dict: Any) -> dict[str, Any]:
     """``TypeError`` unless ``state_dict`` looks like an optimizer's ``state_dict()``; ``ValueError`` if a param
     group lacks one of ``optimizer``'s hyperparameters, or has those of the registry optimizer it fits best
     that ``optimizer`` does not have (AdamW's groups hold all of Lion's keys and more), naming both.
 
-    Keys in ``optimizer.optional_group_keys`` (newer hyperparameters) may be missing: the caller fills them.
+    Keys of ``optimizer.optional_group_defaults`` (hyperparameters newer than the first saved checkpoints) may be
+    missing: the returned state dict has them filled with those defaults, the values such checkpoints ran with.
     """
     name = getattr(optimizer, "optimizer_name", type(optimizer).__name__)
     if not (isinstance(state_dict, Mapping) and "state" in state_dict and "param_groups" in state_dict):
@@ -66,7 +67,8 @@ def check_state_dict(optimizer: torch.optim.Optimizer, state_dict: Any) -> None:
             f"'param_groups'), got {type(state_dict).__name__}"
         )
     own = set(optimizer.defaults)
-    required = own - set(getattr(optimizer, "optional_group_keys", ()))
+    optional: dict[str, Any] = getattr(optimizer, "optional_group_defaults", {})
+    required = own - set(optional)
     for i, group in enumerate(state_dict["param_groups"]):
         keys = set(group) - NEUTRAL_GROUP_KEYS
         missing = sorted(required - keys)
@@ -87,3 +89,6 @@ def check_state_dict(optimizer: torch.optim.Optimizer, state_dict: Any) -> None:
             f"{' and '.join(why)} (its keys: {', '.join(sorted(keys))}).  Load a state dict saved by {name}, or "
             f"start {name} from fresh state."
         )
+    if not optional:
+        return dict(state_dict)
+    return {**state_dict, "param_groups": [{**optional, **g} for g in state_dict["param_groups"]]}

@@ -7,7 +7,7 @@ import math
 import re
 import warnings
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -348,7 +348,7 @@ class Muon(PrecondOptimizer):
 
     optimizer_name = "Muon"
     #: Group keys a state dict saved before they existed may lack (filled with their default on load).
-    optional_group_keys = ("transposed",)
+    optional_group_defaults: ClassVar[dict[str, Any]] = {"transposed": False}
 
     def __init__(
         self,
@@ -412,11 +412,6 @@ class Muon(PrecondOptimizer):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(split_names(param_group, "Muon"))
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)  # refuses another optimizer's state dict (ValueError naming it)
-        for group in self.param_groups:
-            group.setdefault("transposed", False)
 
     def _routes(self, group: dict[str, Any], params: list[torch.Tensor]) -> list[bool]:
         return route_by_name(group, params, group["use_muon"])

@@ -205,16 +205,15 @@ class SOAP(FactoredOptimizer):
         super()._after_copy()
         self._offsets = None
 
-    #: Group keys newer than the first saved SOAP checkpoints, with the values those checkpoints ran with.
-    option_defaults: ClassVar[dict[str, Any]] = {"cholesky_qr": False, "drift_tolerance": 0.0, "stagger_refresh": False}
-    optional_group_keys: ClassVar[tuple[str, ...]] = tuple(option_defaults)
+    # a checkpoint saved before the refresh options existed resumes with them off, as it ran
+    optional_group_defaults: ClassVar[dict[str, Any]] = {
+        "cholesky_qr": False,
+        "drift_tolerance": 0.0,
+        "stagger_refresh": False,
+    }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        # a checkpoint saved before the refresh options existed resumes with them off, as it ran
-        groups = state_dict.get("param_groups") if isinstance(state_dict, dict) else None
-        if isinstance(groups, list) and all(isinstance(g, dict) for g in groups):
-            state_dict = {**state_dict, "param_groups": [{**self.option_defaults, **g} for g in groups]}
-        super().load_state_dict(state_dict)  # anything else: the shared checks name what is wrong
+        super().load_state_dict(state_dict)
         self._offsets = None  # the loaded groups may set stagger_refresh or precondition_frequency differently
 
     def _validate_group(self, group: dict[str, Any], where: str) -> None:
