@@ -126,6 +126,14 @@ def _run(world: int, args: argparse.Namespace) -> list[dict[str, Any]]:
         return json.loads(Path(tmp, "rows.json").read_text())  # type: ignore[no-any-return]
 
 
+def _relative(path: Path) -> str:
+    """``path`` relative to the repository root when it lies inside it (records stay machine-independent)."""
+    try:
+        return str(path.resolve().relative_to(_HERE.parent))
+    except ValueError:
+        return str(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke run: width 32, depth 1, 2 steps, worlds 1 and 2")
@@ -150,7 +158,7 @@ def main() -> None:
         print(f"{r['optimizer']:9} {r['mode']:10} {r['world']:>2} {r['step_ms']:>9.1f} {mb:>12.2f} {imb:>15}")
     record = {
         "rows": rows,
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "args": {k: (_relative(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "machine": {"platform": platform.platform(), "cpus": mp.cpu_count(), "torch": torch.__version__},
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
