@@ -1,4 +1,5 @@
-"""precond.linalg ragged buckets and the block sign sketch, against direct per-segment constructions."""
+"""precond.linalg ragged buckets, the sign sketches and the CSR segment products, against direct per-segment
+constructions."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ import math
 import pytest
 import torch
 
-from precond.linalg import block_sign_sketch, pad_buckets, padded_widths, segment_pcg
+from precond.linalg import (
+    block_sign_sketch,
+    pad_buckets,
+    padded_widths,
+    segment_csr,
+    segment_dot,
+    segment_pcg,
+    segment_sign_sketch,
+)
 
 
 @pytest.mark.parametrize("growth", [1.25, 1.5, 2.0])
@@ -84,3 +93,50 @@ def test_sketch_preconditioner_bounds_the_condition_and_the_pcg_iterations() -> 
     assert bool(ok_plain.all()) and bool(ok_pre.all())
     assert int(plain.min()) > 3 * d
     assert int(pre.max()) * 4 <= int(plain.min())
+
+
+def _segments(counts: list[int], n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(indptr, columns)`` of segments with ``counts`` entries at distinct ascending columns of ``0 … n−1``."""
+    g = torch.Generator().manual_seed(seed)
+    cols = [torch.randperm(n, generator=g)[:c].sort().values for c in counts]
+    indptr = torch.tensor([0, *torch.cumsum(torch.tensor(counts), 0).tolist()])
+    return indptr, torch.cat(cols)
+
+
+def test_segment_products_equal_per_segment_dense_products() -> None:
+    counts, n, d = [3, 0, 7, 1, 12], 15, 4
+    indptr, cols = _segments(counts, n, 0)
+    g = torch.Generator().manual_seed(1)
+    X, Y = torch.randn(len(counts), d, generator=g, dtype=torch.float64), torch.randn(n, d, generator=g).double()
+    vals = torch.randn(cols.numel(), generator=g, dtype=torch.float64)
+    dots, spmm = [], torch.zeros(len(counts), d, dtype=torch.float64)
+    for i in range(len(counts)):  # the oracle: one segment at a time
+        seg = cols[indptr[i] : indptr[i + 1]]
+        dots.append(Y[seg] @ X[i])
+        spmm[i] = vals[indptr[i] : indptr[i + 1]] @ Y[seg]
+    torch.testing.assert_close(segment_dot(indptr, cols, X, Y), torch.cat(dots), rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(segment_csr(indptr, cols, vals, n) @ Y, spmm, rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize("s", [1, 3, 5, 16])
+def test_segment_sign_sketch_sums_the_entries_of_each_residue_with_signs(s: int) -> None:
+    """With ``Y = I`` the sketch is its own sign matrix: sketch row ``h`` of segment ``i`` holds ``±1`` exactly at
+    the columns of the entries at positions ``p ≡ h (mod s)`` (the hash of :func:`block_sign_sketch`)."""
+    counts, n = [3, 0, 7, 1, 12], 15
+    indptr, cols = _segments(counts, n, 2)
+    SW = segment_sign_sketch(indptr, cols, torch.eye(n, dtype=torch.float64), s, torch.Generator().manual_seed(3))
+    assert SW.shape == (len(counts), s, n)
+    expected = torch.zeros(len(counts), s, n, dtype=torch.float64)
+    for i in range(len(counts)):
+        for p, j in enumerate(cols[indptr[i] : indptr[i + 1]].tolist()):
+            expected[i, p % s, j] = 1.0
+    torch.testing.assert_close(SW.abs(), expected, rtol=0, atol=0)
+    assert bool((SW < 0).any()) and bool((SW > 0).any())  # random signs
+    if s >= max(counts):  # every entry alone in its sketch row: the sketched Gram is the exact Gram
+        Y = torch.randn(n, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+        SY = segment_sign_sketch(indptr, cols, Y, s, torch.Generator().manual_seed(5))
+        for i in range(len(counts)):
+            W = Y[cols[indptr[i] : indptr[i + 1]]]
+            torch.testing.assert_close(SY[i].T @ SY[i], W.T @ W, rtol=1e-13, atol=1e-13)
+    with pytest.raises(ValueError, match="`sketch_rows` must be ≥ 1"):
+        segment_sign_sketch(indptr, cols, torch.eye(n), 0, torch.Generator())

@@ -123,7 +123,7 @@ class _HalfStep:
         self.solver, self.idx, self.lam, self.d, self.generator = solver, idx, lam, d, generator
 
     def __call__(
-        self, design: torch.Tensor, target: torch.Tensor, x0: torch.Tensor, tol: float
+        self, design: torch.Tensor, target: torch.Tensor, x0: torch.Tensor, tol: float, *, sse: bool = True
     ) -> tuple[torch.Tensor, CGStats]:
         d = self.d
         plan = auto_method if self.solver == "auto" else self.solver
@@ -137,6 +137,7 @@ class _HalfStep:
             tol=tol,
             max_iter=CG_MAX_ITER_FACTOR * d + 10,
             sketch=(SKETCH_FACTOR * d, self.generator),
+            sse=sse,
         )
 
 
@@ -367,7 +368,7 @@ def complete(
         p0 = parts[0]
         V = spectral_init(r[p0], c[p0], centered[p0], (m, n), k, generator)
     else:
-        V = spectral_init(r, c, centered - b[r] - cb[c], (m, n), k, generator)
+        V = spectral_init(r, c, centered - b[r] - cb[c], (m, n), k, generator, index=(by_row, by_col))
     if trim is not None:
         V = trim_rows(V, trim)
     U = torch.zeros(m, k, dtype=dt, device=device)
@@ -383,9 +384,13 @@ def complete(
     for iterations in range(1, max_iter + 1):
         cg_tol = 0.0 if solver == "exact" else cg_tolerance(iterations, dt)
         if biases:
-            x, s_row = row_step(torch.cat([V, ones_n], 1), centered - cb[c], torch.cat([U, b[:, None]], 1), cg_tol)
+            x, s_row = row_step(
+                torch.cat([V, ones_n], 1), centered - cb[c], torch.cat([U, b[:, None]], 1), cg_tol, sse=False
+            )
             U, b = x[:, :k], x[:, k]
-            y, s_col = col_step(torch.cat([U, ones_m], 1), centered - b[r], torch.cat([V, cb[:, None]], 1), cg_tol)
+            y, s_col = col_step(
+                torch.cat([U, ones_m], 1), centered - b[r], torch.cat([V, cb[:, None]], 1), cg_tol, sse=parts is None
+            )
             V, cb = y[:, :k], y[:, k]
         else:
             if parts is not None:
@@ -394,8 +399,8 @@ def complete(
                 row_step = _HalfStep(solver, by_r, _lam(reg, by_r.counts, reg_scaling, dt), d, sketch_gen)
                 col_step = _HalfStep(solver, by_c, _lam(reg, by_c.counts, reg_scaling, dt), d, sketch_gen)
                 row_target, col_target = centered[pr], centered[pc]
-            U, s_row = row_step(V, row_target, U, cg_tol)
-            V, s_col = col_step(U, col_target, V, cg_tol)
+            U, s_row = row_step(V, row_target, U, cg_tol, sse=False)
+            V, s_col = col_step(U, col_target, V, cg_tol, sse=parts is None)
         progress.solves.append(
             SolveEntry(
                 iterations,

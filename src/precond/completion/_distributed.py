@@ -334,17 +334,18 @@ def distributed_complete(
     for iterations in range(1, iters + 1):
         cg_tol = 0.0 if solver == "exact" else cg_tolerance(iterations, dt)
         if biases:
-            x, s_row = row_step(torch.cat([V, ones_n], 1), cent_r - cb[c], torch.cat([U, b[:, None]], 1)[ra:rz], cg_tol)
+            x0 = torch.cat([U, b[:, None]], 1)[ra:rz]
+            x, s_row = row_step(torch.cat([V, ones_n], 1), cent_r - cb[c], x0, cg_tol, sse=False)
             full = gather_u(x)
             U, b = full[:, :k], full[:, k]
             x0 = torch.cat([V, cb[:, None]], 1)[ca:cz]
-            y, s_col = col_step(torch.cat([U, ones_m], 1), cent_c - b[rc], x0, cg_tol)
+            y, s_col = col_step(torch.cat([U, ones_m], 1), cent_c - b[rc], x0, cg_tol, sse=False)
             full = gather_v(y)
             V, cb = full[:, :k], full[:, k]
         else:
-            x, s_row = row_step(V, cent_r, U[ra:rz], cg_tol)
+            x, s_row = row_step(V, cent_r, U[ra:rz], cg_tol, sse=False)
             U = gather_u(x)
-            y, s_col = col_step(U, cent_c, V[ca:cz], cg_tol)
+            y, s_col = col_step(U, cent_c, V[ca:cz], cg_tol, sse=False)
             V = gather_v(y)
         resid = (cent_r - (U[r] * V[c]).sum(1) - b[r] - cb[c]).double()
         mine = [float(resid.square().sum()), s_row.iterations, s_col.iterations]

@@ -3,19 +3,25 @@
 The observed matrix ``P_Ω(R)`` (zeros where unobserved) is rescaled by ``1/p`` with ``p = |Ω| / (m n)`` so that it
 is an unbiased estimate of ``R`` under uniform sampling (JNS13 Alg. 2, step 2).  Its top-``k`` subspace is found by
 the randomized range finder with ``q`` power iterations and ``k + oversample`` probe vectors (Halko–Martinsson–Tropp
-2011, Alg. 4.4 and 5.1); the sparse products are segment sums over the observations, ``O(|Ω| (k + oversample))``
-time and memory per product.
+2011, Alg. 4.4 and 5.1); the sparse products are sparse CSR times dense, ``O(|Ω| (k + oversample))`` time per
+product.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
+from precond.completion._solve import RowIndex
+from precond.linalg import segment_csr
 
-def _matmul(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, x: torch.Tensor, m: int) -> torch.Tensor:
-    """``X @ x`` for the sparse ``X`` with entries ``vals`` at ``(rows, cols)`` and ``m`` rows."""
-    out = torch.zeros(m, x.shape[1], dtype=x.dtype, device=x.device)
-    return out.index_add_(0, rows, vals[:, None] * x[cols])
+
+def _csr(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """The sparse CSR ``X`` with entries ``vals`` at ``(rows, cols)`` (repeated entries summed)."""
+    with warnings.catch_warnings():  # torch flags its CSR layout as beta once per process
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, shape).coalesce().to_sparse_csr()
 
 
 def spectral_init(
@@ -28,17 +34,27 @@ def spectral_init(
     *,
     oversample: int = 10,
     power_iterations: int = 2,
+    index: tuple[RowIndex, RowIndex] | None = None,
 ) -> torch.Tensor:
-    """Column factor ``V₀ = V_k Σ_k^{1/2}`` ``[n, k]`` of the rank-``k`` randomized SVD ``U_k Σ_k V_kᵀ ≈ P_Ω(R)/p``."""
+    """Column factor ``V₀ = V_k Σ_k^{1/2}`` ``[n, k]`` of the rank-``k`` randomized SVD ``U_k Σ_k V_kᵀ ≈ P_Ω(R)/p``.
+
+    ``index``: the observations already grouped by row and by column (:class:`~._solve.RowIndex` of ``(rows, cols)``
+    and of ``(cols, rows)``), which saves sorting them again."""
     m, n = shape
     vals = target * (m * n / target.numel())
     width = min(rank + oversample, m, n)
     probe = torch.randn(n, width, generator=generator, dtype=torch.float64).to(dtype=target.dtype, device=target.device)
-    q = torch.linalg.qr(_matmul(rows, cols, vals, probe, m)).Q
+    if index is None:
+        X, Xt = _csr(rows, cols, vals, (m, n)), _csr(cols, rows, vals, (n, m))
+    else:
+        by_row, by_col = index
+        X = segment_csr(by_row.indptr, by_row.other, vals[by_row.order], n)
+        Xt = segment_csr(by_col.indptr, by_col.other, vals[by_col.order], m)
+    q = torch.linalg.qr(X @ probe).Q
     for _ in range(power_iterations):
-        z = torch.linalg.qr(_matmul(cols, rows, vals, q, n)).Q
-        q = torch.linalg.qr(_matmul(rows, cols, vals, z, m)).Q
-    b_t = _matmul(cols, rows, vals, q, n)  # (Qᵀ X)ᵀ, [n, width]
+        z = torch.linalg.qr(Xt @ q).Q
+        q = torch.linalg.qr(X @ z).Q
+    b_t = Xt @ q  # (Qᵀ X)ᵀ, [n, width]
     _, s, vh = torch.linalg.svd(b_t.T, full_matrices=False)
     return vh[:rank].T * s[:rank].sqrt()
 

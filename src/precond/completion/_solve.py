@@ -4,19 +4,26 @@ For every row ``i`` with observed columns ``Ω_i`` and design rows ``w_j`` (the 
 
     x_i = argmin_x Σ_{j∈Ω_i} (t_ij − w_jᵀ x)² + λ_i ‖x‖²   ⇔   (W_iᵀW_i + λ_i I) x_i = W_iᵀ t_i
 
-(ALS, e.g. Zhou et al. 2008 eq. 4, and the exact solve of Jain–Netrapalli–Sanghavi 2013, Alg. 2).  Rows are packed
-into buckets of near-equal observation counts (:func:`precond.linalg.pad_buckets`), so each bucket's designs are one
-dense zero-padded ``[B, w, d]`` tensor and every per-row operation is a batched BLAS call: the Gram matrices
-``W_iᵀW_i`` (``bmm``, BLAS-3), the Cholesky factorizations and solves, and the CG matvecs
-``W_iᵀ(W_i p_i)`` (two batched matrix–vector products).  There is no Python loop over rows or observations; the
-loops are over the buckets (about ``log(max |Ω_i|)/log 1.25`` of them) and memory chunks of a bucket.
+(ALS, e.g. Zhou et al. 2008 eq. 4, and the exact solve of Jain–Netrapalli–Sanghavi 2013, Alg. 2).  The observations
+of a side are one sparse CSR matrix ``A`` (row ``i`` holds ``t_ij`` at the columns ``j ∈ Ω_i``), so every right-hand
+side ``W_iᵀt_i`` is one sparse–dense product ``A W`` for all rows, and the residuals are one sampled dense–dense
+product (:func:`precond.linalg.segment_dot`).
 
-Per-bucket methods (``plan``): ``"exact"`` (Cholesky; ``O(w d² + d³)`` per row), ``"cg"`` (matrix-free CG warm-started
-from ``x0``; ``O(w d)`` per iteration) and ``"sketch_cg"`` (the same CG preconditioned by the Cholesky factor of a
-sparse-sign sketched Gram ``(S_iW_i)ᵀ(S_iW_i) + λ_i I``, Gu–Song–Yin–Zhang 2024's sketch-and-precondition; a row
-with at most ``s`` observations is not sketched, its preconditioner is exact).
+Per-bucket methods (``plan``; rows are packed into buckets of near-equal observation counts,
+:func:`precond.linalg.pad_buckets`):
 
-Memory: one chunk holds at most ``budget`` numbers of padded design (``B · w · d``).
+* ``"exact"``: each chunk of a bucket gathers its zero-padded designs ``[B, w, d]`` and forms the Gram matrices with
+  one ``bmm`` (BLAS-3), then batched Cholesky; ``O(w d² + d³)`` per row.
+* ``"cg"``: matrix-free CG warm-started from ``x0`` on all CG rows at once; a matvec
+  ``p_i ↦ W_iᵀ(W_i p_i) + λ_i p_i`` is a sampled product (``W_i p_i`` at the observed entries) then a sparse–dense
+  product, ``O(|Ω| d)`` per iteration with no gathered design (it lives in the caches only as the other side's
+  factor ``[n, d]``).
+* ``"sketch_cg"``: the same CG preconditioned by the Cholesky factor of a sparse-sign sketched Gram
+  ``(S_iW_i)ᵀ(S_iW_i) + λ_i I`` (:func:`precond.linalg.segment_sign_sketch`; Gu–Song–Yin–Zhang 2024's
+  sketch-and-precondition); a row with at most ``s`` observations is not mixed, its preconditioner is exact.
+
+There is no Python loop over rows or observations; the loops are over buckets, memory chunks and CG iterations.
+Memory: one chunk holds at most ``budget`` numbers of padded design ``B · w · d`` (or sketch ``B · s · d``).
 """
 
 from __future__ import annotations
@@ -26,10 +33,13 @@ from dataclasses import dataclass
 
 import torch
 
-from precond.linalg import Bucket, block_sign_sketch, pad_buckets, segment_pcg
+from precond.linalg import pad_buckets, segment_csr, segment_dot, segment_pcg, segment_sign_sketch
 
-#: Default budget of a chunk: this many numbers of padded design (2²⁴ ≈ 16.8 M, 134 MB in float64).
-BLOCK_NUMBERS = 1 << 24
+#: Default budget of a chunk: this many numbers of padded design (2¹⁸ ≈ 262 k, 2 MB in float64: a chunk stays in
+#: the caches between its gather and its Gram).
+BLOCK_NUMBERS = 1 << 18
+#: Most numbers of Gram matrices ``B · d²`` factorized by one batched Cholesky call (2²², 32 MB in float64).
+GRAM_NUMBERS = 1 << 22
 #: Per-bucket methods.
 METHODS = ("exact", "cg", "sketch_cg")
 
@@ -37,12 +47,10 @@ METHODS = ("exact", "cg", "sketch_cg")
 @dataclass(frozen=True)
 class RowBucket:
     """One bucket of rows of a :class:`RowIndex`: ``rows [B]``, ``design [B, w]`` (index of each observation's
-    design row, ``-1`` padding), ``target [B, w]`` (index into the targets in the original order, ``-1`` padding)
-    and ``counts [B]``."""
+    design row, ``-1`` padding) and ``counts [B]``."""
 
     rows: torch.Tensor
     design: torch.Tensor
-    target: torch.Tensor
     counts: torch.Tensor
 
     @property
@@ -52,55 +60,83 @@ class RowBucket:
 
     def select(self, mask: torch.Tensor) -> RowBucket:
         """The rows with ``mask`` (``[B]`` bool)."""
-        return RowBucket(self.rows[mask], self.design[mask], self.target[mask], self.counts[mask])
+        return RowBucket(self.rows[mask], self.design[mask], self.counts[mask])
 
     def chunks(self, d: int, budget: int) -> list[RowBucket]:
         """Consecutive sub-buckets of at most ``budget`` numbers of padded design ``[B, w, d]`` (at least one row)."""
-        step = max(1, budget // max(1, self.width * d + d * d))
+        return self.split(budget // max(1, self.width * d + d * d))
+
+    def split(self, size: int) -> list[RowBucket]:
+        """Consecutive sub-buckets of at most ``size`` rows (at least one)."""
+        step = max(1, size)
         n = int(self.rows.numel())
         return [
-            RowBucket(
-                self.rows[i : i + step], self.design[i : i + step], self.target[i : i + step], self.counts[i : i + step]
-            )
+            RowBucket(self.rows[i : i + step], self.design[i : i + step], self.counts[i : i + step])
             for i in range(0, n, step)
         ]
+
+
+@dataclass(frozen=True)
+class RowSet:
+    """Some rows of a :class:`RowIndex` in CSR layout: ``rows [R]``, ``indptr [R + 1]``, the design row ``other``
+    and the target index ``order`` of each of their observations ``[nnz]``, ``counts [R]``."""
+
+    rows: torch.Tensor
+    indptr: torch.Tensor
+    other: torch.Tensor
+    order: torch.Tensor
+    counts: torch.Tensor
+
+    def slice(self, start: int, stop: int) -> RowSet:
+        """Rows ``start … stop − 1`` of this set."""
+        a, b = int(self.indptr[start]), int(self.indptr[stop])
+        return RowSet(
+            self.rows[start:stop],
+            self.indptr[start : stop + 1] - a,
+            self.other[a:b],
+            self.order[a:b],
+            self.counts[start:stop],
+        )
 
 
 class RowIndex:
     """The observations of one side grouped by that side's index, computed once per fit.
 
-    ``order`` sorts the observations by row (CSR order; ``index``/``other`` are the sorted row and design indices),
-    ``counts [n_rows]`` and the padded buckets of the non-empty rows (:attr:`buckets`).
+    ``order`` sorts the observations by row, then by design row (CSR order with ascending columns; ``index``/``other``
+    are the sorted row and design indices), ``counts [n_rows]``, ``indptr [n_rows + 1]`` and the padded buckets of
+    the non-empty rows (:attr:`buckets`).
     """
 
     def __init__(self, index: torch.Tensor, other: torch.Tensor, n_rows: int) -> None:
-        order = torch.argsort(index, stable=True)
-        self._set(order, index[order], other[order], n_rows)
-
-    def _set(self, order: torch.Tensor, index: torch.Tensor, other: torch.Tensor, n_rows: int) -> None:
-        self.order, self.index, self.other, self.n_rows = order, index, other, n_rows
-        self.counts = torch.bincount(index, minlength=n_rows)
+        by_other = torch.argsort(other, stable=True)
+        order = by_other[torch.argsort(index[by_other], stable=True)]
+        self.order, self.index, self.other, self.n_rows = order, index[order], other[order], n_rows
+        self.counts = torch.bincount(self.index, minlength=n_rows)
+        self.indptr = torch.cat([self.counts.new_zeros(1), torch.cumsum(self.counts, 0)])
         self._buckets: list[RowBucket] | None = None
+        self._sets: dict[bytes, RowSet] = {}
 
     @property
     def buckets(self) -> list[RowBucket]:
         """The non-empty rows in buckets of one padded width each (:func:`precond.linalg.pad_buckets`)."""
         if self._buckets is None:
-            self._buckets = [self._row_bucket(b) for b in pad_buckets(self.counts)]
+            self._buckets = [
+                RowBucket(b.segments, torch.where(b.positions < 0, -1, self.other[b.positions.clamp(min=0)]), b.counts)
+                for b in pad_buckets(self.counts)
+            ]
         return self._buckets
 
-    def _row_bucket(self, b: Bucket) -> RowBucket:
-        pad = b.positions < 0
-        design = torch.where(pad, -1, self.other[b.positions.clamp(min=0)])
-        target = torch.where(pad, -1, self.order[b.positions.clamp(min=0)])
-        return RowBucket(b.segments, design, target, b.counts)
-
-    def subset(self, keep: torch.Tensor) -> RowIndex:
-        """The observations of the rows with ``keep[i]`` (``[n_rows]`` bool); other rows become empty."""
-        mask = keep[self.index]
-        out = RowIndex.__new__(RowIndex)
-        out._set(self.order[mask], self.index[mask], self.other[mask], self.n_rows)
-        return out
+    def row_set(self, rows: torch.Tensor) -> RowSet:
+        """The :class:`RowSet` of ``rows`` (in that order), cached: a fit asks for the same rows every half-step."""
+        key = rows.cpu().numpy().tobytes()
+        if key not in self._sets:
+            counts = self.counts[rows]
+            indptr = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
+            nnz = int(indptr[-1])
+            seg = torch.repeat_interleave(torch.arange(rows.numel(), device=rows.device), counts, output_size=nnz)
+            pos = self.indptr[rows][seg] + torch.arange(nnz, device=rows.device) - indptr[seg]
+            self._sets[key] = RowSet(rows, indptr, self.other[pos], self.order[pos], counts)
+        return self._sets[key]
 
 
 @dataclass(frozen=True)
@@ -113,9 +149,9 @@ class CGStats:
         exact_rows: rows solved by Cholesky (the ``"exact"`` buckets, and rows with ``λ_i = 0`` and fewer than
             ``d`` observations in a CG bucket: singular systems, where CG from a warm start would not reach the
             minimum-norm solution).
+        sse: ``Σ (t − w_jᵀ x_i)²`` over the observations at the returned solution (float64 accumulation; one sampled
+            product, so the caller's objective needs no new gather), ``nan`` when not asked for.
         cg_rows: rows solved by a CG method.
-        sse: ``Σ (t − w_jᵀ x_i)²`` over the observations at the returned solution (float64 accumulation; one
-            batched matvec per chunk on the design already gathered, so the caller's objective needs no new gather).
     """
 
     iterations: int
@@ -125,65 +161,91 @@ class CGStats:
     cg_rows: int = 0
 
 
-def _normal(W: torch.Tensor, t: torch.Tensor, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(W_iᵀW_i + λ_i I, W_iᵀt_i)`` for a padded ``W [B, w, d]``, ``t [B, w]``."""
-    gram = W.mT @ W
+def _exact(gram: torch.Tensor, rhs: torch.Tensor, lam: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Cholesky solve of every row's normal equations ``(W_iᵀW_i + λ_i I) x = rhs_i`` from the Grams ``W_iᵀW_i``
+    ``[B, d, d]`` (``λ_i`` is added in place); singular rows (Cholesky failure, or ``λ_i = 0`` with fewer than ``d``
+    observations) fall back to the minimum-norm least-squares solution (the pseudo-inverse, the ``λ → 0`` limit of
+    the ridge solution)."""
     gram.diagonal(dim1=1, dim2=2).add_(lam[:, None])
-    return gram, _rmatvec(W, t)
-
-
-def _matvec(W: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``W_i x_i`` ``[B, w]`` (batched BLAS-2)."""
-    return (W @ x[:, :, None])[:, :, 0]
-
-
-def _rmatvec(W: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``W_iᵀ y_i`` ``[B, d]`` (batched BLAS-2)."""
-    return (W.mT @ y[:, :, None])[:, :, 0]
-
-
-def _exact(W: torch.Tensor, t: torch.Tensor, lam: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    """Cholesky solve of every row's normal equations; singular rows (Cholesky failure, or ``λ_i = 0`` with fewer than
-    ``d`` observations) fall back to the minimum-norm least-squares solution (the pseudo-inverse, the ``λ → 0`` limit
-    of the ridge solution)."""
-    gram, rhs = _normal(W, t, lam)
     chol, info = torch.linalg.cholesky_ex(gram)
     x = torch.cholesky_solve(rhs[:, :, None], chol)[:, :, 0]
-    bad = (info != 0) | ~torch.isfinite(x).all(1) | ((lam == 0) & (counts < W.shape[2]))
+    bad = (info != 0) | ~torch.isfinite(x).all(1) | ((lam == 0) & (counts < gram.shape[2]))
     if bool(bad.any()):
         x[bad] = (torch.linalg.pinv(gram[bad], hermitian=True) @ rhs[bad, :, None])[:, :, 0]
     return x
 
 
-def _cg(
-    W: torch.Tensor,
-    t: torch.Tensor,
+def _take(ext: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``ext[index]`` with ``index == -1`` reading ``ext``'s last (zero) row, as one ``index_select``."""
+    flat = torch.where(index < 0, ext.shape[0] - 1, index).reshape(-1)
+    return ext.index_select(0, flat).reshape(*index.shape, *ext.shape[1:])
+
+
+def _solve_exact(
+    bucket: RowBucket, design_ext: torch.Tensor, rhs: torch.Tensor, lam: torch.Tensor, budget: int
+) -> torch.Tensor:
+    """The exact rows of one bucket: the Grams chunk by chunk (a chunk's gathered design stays in the caches for its
+    ``bmm``), then one batched Cholesky per group of at most :data:`GRAM_NUMBERS` numbers of Gram;
+    ``design_ext`` carries an extra zero row for the padding."""
+    d = design_ext.shape[1]
+    xs = []
+    for group in bucket.split(GRAM_NUMBERS // (d * d)):
+        gram = design_ext.new_empty((int(group.rows.numel()), d, d))
+        start = 0
+        for part in group.chunks(d, budget):
+            W = _take(design_ext, part.design)
+            torch.bmm(W.mT, W, out=gram[start : start + W.shape[0]])
+            start += W.shape[0]
+        xs.append(_exact(gram, rhs[group.rows], lam[group.rows], group.counts))
+    return torch.cat(xs) if xs else design_ext.new_zeros((0, d))
+
+
+def _sketch_precond(
+    rs: RowSet, design: torch.Tensor, lam: torch.Tensor, s: int, generator: torch.Generator, budget: int
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``r ↦ G_i⁻¹ r_i`` for the sketched Grams ``G_i = (S_iW_i)ᵀ(S_iW_i) + λ_i I`` of the rows of ``rs``, built in
+    chunks of rows (``s`` is cut to the chunk's longest row: its rows are then copied, not mixed).  A row whose
+    factorization fails gets the identity."""
+    d, R = design.shape[1], int(rs.rows.numel())
+    step = max(1, budget // (s * d + d * d))
+    chols = []
+    for a in range(0, R, step):
+        part = rs.slice(a, min(R, a + step))
+        s_part = max(1, min(s, int(part.counts.max())))
+        SW = segment_sign_sketch(part.indptr, part.other, design, s_part, generator)
+        gram = SW.mT @ SW
+        gram.diagonal(dim1=1, dim2=2).add_(lam[a : a + step][:, None])
+        chols.append(gram)
+    chol, info = torch.linalg.cholesky_ex(torch.cat(chols))
+    bad = info != 0
+    if bool(bad.any()):
+        chol[bad] = torch.eye(d, dtype=design.dtype, device=design.device)
+
+    def apply(r: torch.Tensor) -> torch.Tensor:
+        return torch.cholesky_solve(r[:, :, None], chol)[:, :, 0]
+
+    return apply
+
+
+def _solve_cg(
+    rs: RowSet,
+    design: torch.Tensor,
+    rhs: torch.Tensor,
     lam: torch.Tensor,
     x0: torch.Tensor,
     tol: float,
     max_iter: int,
     precond: Callable[[torch.Tensor], torch.Tensor] | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Batched (P)CG on ``(W_iᵀW_i + λ_i I) x_i = W_iᵀt_i`` from ``x0`` (:func:`precond.linalg.segment_pcg`)."""
+    """Batched (P)CG on ``(W_iᵀW_i + λ_i I) x_i = rhs_i`` for the rows of ``rs`` from ``x0``, matrix-free
+    (:func:`precond.linalg.segment_pcg`)."""
+    n_other = design.shape[0]
 
     def matvec(p: torch.Tensor) -> torch.Tensor:
-        return _rmatvec(W, _matvec(W, p)) + lam[:, None] * p
+        wp = segment_dot(rs.indptr, rs.other, p, design)  # W_i p_i at the observed entries
+        return segment_csr(rs.indptr, rs.other, wp, n_other) @ design + lam[:, None] * p
 
-    rhs = _rmatvec(W, t)
     return segment_pcg(matvec, rhs, tol=tol, max_iter=max_iter, x0=x0, precond=precond)
-
-
-def _cholesky_precond(gram: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """``r ↦ G_i⁻¹ r_i`` from the Cholesky factors of ``gram``; rows whose factorization fails get the identity."""
-    chol, info = torch.linalg.cholesky_ex(gram)
-    bad = info != 0
-    if bool(bad.any()):
-        chol[bad] = torch.eye(gram.shape[1], dtype=gram.dtype, device=gram.device)
-
-    def apply(r: torch.Tensor) -> torch.Tensor:
-        return torch.cholesky_solve(r[:, :, None], chol)[:, :, 0]
-
-    return apply
 
 
 def solve_rows(
@@ -198,6 +260,7 @@ def solve_rows(
     max_iter: int = 0,
     sketch: tuple[int, torch.Generator] | None = None,
     budget: int = BLOCK_NUMBERS,
+    sse: bool = True,
 ) -> tuple[torch.Tensor, CGStats]:
     """Solve every row's ridge problem; returns ``([n_rows, d], stats)``.
 
@@ -209,71 +272,34 @@ def solve_rows(
         plan: one of :data:`METHODS` for every bucket, or ``(width, d) ↦ method`` per bucket.
         x0: CG warm start ``[n_rows, d]`` (required by the CG methods).
         tol, max_iter: CG relative-residual tolerance and iteration cap.
-        sketch: ``(s, generator)`` of the ``"sketch_cg"`` preconditioner (:func:`precond.linalg.block_sign_sketch`).
-        budget: numbers of padded design per chunk.
+        sketch: ``(s, generator)`` of the ``"sketch_cg"`` preconditioner (:func:`precond.linalg.segment_sign_sketch`).
+        budget: numbers of padded design (or sketch) per chunk.
+        sse: compute :attr:`CGStats.sse` (one sampled product over the observations); ``nan`` otherwise.
 
     Rows without observations get ``x_i = 0``.  A CG row that hits ``max_iter`` keeps its last iterate (CG from
     ``x0`` never increases the row's ridge objective) and is counted in :attr:`CGStats.unconverged`.
     """
-    d = design.shape[1]
+    d, n_other = design.shape[1], design.shape[0]
     out = torch.zeros(idx.n_rows, d, dtype=design.dtype, device=design.device)
-    iterations = unconverged = exact_rows = cg_rows = 0
-    sse = 0.0
-    design, target = _with_zero_row(design), _with_zero_row(target)  # once: padding (index −1) reads zeros
+    t = target[idx.order]
+    rhs = segment_csr(idx.indptr, idx.other, t, n_other) @ design  # W_iᵀ t_i of every row
+    design_ext = torch.cat([design, design.new_zeros((1, d))])  # padding (index −1) reads the zero row
+    cg_rows: dict[str, list[torch.Tensor]] = {}
+    exact_rows = 0
     for bucket in idx.buckets:
         method = plan if isinstance(plan, str) else plan(bucket.width, d)
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if method != "exact":
             singular = (lam[bucket.rows] == 0) & (bucket.counts < d)
-            if bool(singular.any()):
-                x, st = _solve_bucket(bucket.select(singular), design, target, lam, "exact", budget=budget)
-                out[bucket.rows[singular]] = x
-                exact_rows += int(singular.sum())
-                sse += st.sse
-                bucket = bucket.select(~singular)
-        x, stats = _solve_bucket(bucket, design, target, lam, method, x0, tol, max_iter, sketch, budget)
-        out[bucket.rows] = x
-        iterations, unconverged = max(iterations, stats.iterations), unconverged + stats.unconverged
-        exact_rows += stats.exact_rows
-        cg_rows += stats.cg_rows
-        sse += stats.sse
-    return out, CGStats(iterations, unconverged, exact_rows, sse, cg_rows)
-
-
-def _with_zero_row(values: torch.Tensor) -> torch.Tensor:
-    return torch.cat([values, values.new_zeros((1, *values.shape[1:]))])
-
-
-def _take(ext: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``ext[index]`` with ``index == -1`` reading ``ext``'s last (zero) row, as one ``index_select``."""
-    flat = torch.where(index < 0, ext.shape[0] - 1, index).reshape(-1)
-    return ext.index_select(0, flat).reshape(*index.shape, *ext.shape[1:])
-
-
-def _solve_bucket(
-    bucket: RowBucket,
-    design: torch.Tensor,
-    target: torch.Tensor,
-    lam: torch.Tensor,
-    method: str,
-    x0: torch.Tensor | None = None,
-    tol: float = 0.0,
-    max_iter: int = 0,
-    sketch: tuple[int, torch.Generator] | None = None,
-    budget: int = BLOCK_NUMBERS,
-) -> tuple[torch.Tensor, CGStats]:
-    """:func:`solve_rows` on one bucket with one method; returns ``([B, d], stats)``.  ``design`` and ``target``
-    carry an extra zero row at the end (:func:`_with_zero_row`)."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    d = design.shape[1]
-    xs, iterations, unconverged, sse = [], 0, 0, 0.0
-    for part in bucket.chunks(d, budget):
-        W = _take(design, part.design)
-        t = _take(target, part.target)
-        lam_p = lam[part.rows]
-        if method == "exact":
-            xs.append(_exact(W, t, lam_p, part.counts))
-            sse += float((t - _matvec(W, xs[-1])).double().square().sum())
+            cg_rows.setdefault(method, []).append(bucket.rows[~singular])
+            bucket = bucket.select(singular)
+        out[bucket.rows] = _solve_exact(bucket, design_ext, rhs, lam, budget)
+        exact_rows += int(bucket.rows.numel())
+    iterations = unconverged = n_cg = 0
+    for method, parts in cg_rows.items():
+        rs = idx.row_set(torch.cat(parts))
+        if rs.rows.numel() == 0:
             continue
         if x0 is None:
             raise ValueError("the CG methods need a warm start `x0`")
@@ -281,30 +307,24 @@ def _solve_bucket(
         if method == "sketch_cg":
             if sketch is None:
                 raise ValueError("method 'sketch_cg' needs `sketch=(s, generator)`")
-            s, generator = sketch
-            if part.width <= s:  # not sketched: the exact Gram is no larger than a sketch's
-                gram = W.mT @ W
-            else:
-                SW = block_sign_sketch(W, s, generator)
-                gram = SW.mT @ SW
-            gram.diagonal(dim1=1, dim2=2).add_(lam_p[:, None])
-            precond = _cholesky_precond(gram)
-        x, its, ok = _cg(W, t, lam_p, x0[part.rows].to(design.dtype), tol, max_iter, precond)
-        xs.append(x)
-        sse += float((t - _matvec(W, x)).double().square().sum())
-        iterations = max(iterations, int(its.max()) if its.numel() else 0)
+            precond = _sketch_precond(rs, design, lam[rs.rows], sketch[0], sketch[1], budget)
+        x0_rs = x0[rs.rows].to(design.dtype)
+        x, its, ok = _solve_cg(rs, design, rhs[rs.rows], lam[rs.rows], x0_rs, tol, max_iter, precond)
+        out[rs.rows] = x
+        iterations = max(iterations, int(its.max()))
         unconverged += int((~ok).sum())
-    x = torch.cat(xs) if xs else design.new_zeros((0, d))
-    n_rows = int(bucket.rows.numel())
-    n_exact = n_rows if method == "exact" else 0
-    return x, CGStats(iterations, unconverged, n_exact, sse, n_rows - n_exact)
+        n_cg += int(rs.rows.numel())
+    total = float("nan")
+    if sse:
+        total = float((t - segment_dot(idx.indptr, idx.other, out, design)).double().square().sum())
+    return out, CGStats(iterations, unconverged, exact_rows, total, n_cg)
 
 
 def ridge_rows(
     idx: RowIndex, design: torch.Tensor, target: torch.Tensor, lam: torch.Tensor, budget: int = BLOCK_NUMBERS
 ) -> torch.Tensor:
     """Every row's ridge solution by Cholesky (:func:`solve_rows` with ``plan="exact"``), ``[n_rows, d]``."""
-    return solve_rows(idx, design, target, lam, "exact", budget=budget)[0]
+    return solve_rows(idx, design, target, lam, "exact", budget=budget, sse=False)[0]
 
 
 def ridge_rows_cg(

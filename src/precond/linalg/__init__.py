@@ -19,7 +19,16 @@ from precond.linalg._eigen import (
 from precond.linalg._kron import accumulate_gram_, change_basis, contract_all_but, project, project_back
 from precond.linalg._layout import BlockLayout, merge_greedy, plan_layout
 from precond.linalg._newton_schulz import MUON_COEFFICIENTS, newton_schulz
-from precond.linalg._ragged import BUCKET_GROWTH, Bucket, block_sign_sketch, pad_buckets, padded_widths
+from precond.linalg._ragged import (
+    BUCKET_GROWTH,
+    Bucket,
+    block_sign_sketch,
+    pad_buckets,
+    padded_widths,
+    segment_csr,
+    segment_dot,
+    segment_sign_sketch,
+)
 from precond.linalg._roots import inverse_root
 from precond.linalg._segmented import segment_pcg
 from precond.linalg._woodbury import (
@@ -143,7 +152,10 @@ __all__ = [
     "project_back",
     "refresh_eigenbasis",
     "replay",
+    "segment_csr",
+    "segment_dot",
     "segment_pcg",
+    "segment_sign_sketch",
     "solve_sequence",
     "sor",
     "sor_batch",

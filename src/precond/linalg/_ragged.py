@@ -11,6 +11,7 @@ per-observation outer products and ``index_add_``; the padding costs at most a f
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -100,3 +101,47 @@ def block_sign_sketch(W: torch.Tensor, sketch_rows: int, generator: torch.Genera
     if wp != w:
         W = torch.cat([W, W.new_zeros((B, wp - w, d))], 1)
     return (W * sign[:, :, None]).reshape(B, wp // s, s, d).sum(1)
+
+
+# --- the same segments as one sparse CSR matrix: matrix-free products without a gathered design ---------------
+
+
+def segment_csr(indptr: torch.Tensor, columns: torch.Tensor, values: torch.Tensor, n_columns: int) -> torch.Tensor:
+    """The ``[n_seg, n_columns]`` sparse CSR matrix whose row ``i`` holds ``values[indptr[i]:indptr[i+1]]`` at
+    ``columns[…]`` (columns ascending within a row; not checked)."""
+    with warnings.catch_warnings():  # torch flags its CSR layout as beta once per process
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(indptr, columns, values, (indptr.numel() - 1, n_columns), check_invariants=False)
+
+
+def segment_dot(indptr: torch.Tensor, columns: torch.Tensor, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    """``[nnz]``: ``X[i] · Y[columns[e]]`` for every entry ``e`` of segment ``i`` (a sampled dense–dense product,
+    ``torch.sparse.sampled_addmm``; ``O(nnz · d)``, no ``[nnz, d]`` gather)."""
+    pattern = segment_csr(indptr, columns, X.new_ones(columns.numel()), Y.shape[0])
+    return torch.sparse.sampled_addmm(pattern, X, Y.T, beta=0.0).values()
+
+
+def segment_sign_sketch(
+    indptr: torch.Tensor, columns: torch.Tensor, Y: torch.Tensor, sketch_rows: int, generator: torch.Generator
+) -> torch.Tensor:
+    """``S_i W_i`` ``[n_seg, s, d]`` for the designs ``W_i = Y[columns[indptr[i]:indptr[i+1]]]`` without gathering
+    them: the sketch of :func:`block_sign_sketch` (CountSketch, random signs, hash ``h(p) = p mod s`` of the position
+    ``p`` in the segment) as one sparse ``[n_seg · s, n_y]`` sign matrix times ``Y`` (``O(nnz · d)``).  A segment of
+    at most ``s`` entries is copied, not mixed: its sketched Gram is its exact Gram."""
+    if sketch_rows < 1:
+        raise ValueError(f"`sketch_rows` must be ≥ 1, got {sketch_rows}")
+    s, n_seg, nnz = sketch_rows, indptr.numel() - 1, columns.numel()
+    counts = indptr[1:] - indptr[:-1]
+    seg = torch.repeat_interleave(torch.arange(n_seg, device=indptr.device), counts, output_size=nnz)
+    pos = torch.arange(nnz, device=indptr.device) - indptr[seg]
+    q, rem = counts // s, counts % s
+    # sketch row h of segment i holds its entries p ≡ h (mod s) in order: it starts at indptr_i + h q_i + min(h, rem_i)
+    h = torch.arange(s, device=indptr.device)
+    starts = indptr[:-1, None] + h * q[:, None] + torch.minimum(h, rem[:, None])
+    hp = pos % s
+    dest = indptr[seg] + hp * q[seg] + torch.minimum(hp, rem[seg]) + pos // s
+    sk_columns = torch.empty_like(columns)
+    sk_columns[dest] = columns
+    sk_indptr = torch.cat([starts.reshape(-1), indptr[-1:]])
+    signs = torch.randint(0, 2, (nnz,), generator=generator).to(Y.device, Y.dtype) * 2 - 1
+    return (segment_csr(sk_indptr, sk_columns, signs, Y.shape[0]) @ Y).reshape(n_seg, s, Y.shape[1])

@@ -9,7 +9,16 @@ from collections.abc import Callable
 FAKE_RMSE = {"precond exact": 0.5, "peer good": 0.5004, "peer bad": 0.6}
 
 
-def fake_fit(name: str, problem: tuple, seed: int, budget: float, threads: int, *, started: Callable[[], None]) -> dict:
+def fake_fit(
+    name: str,
+    problem: tuple,
+    seed: int,
+    budget: float,
+    threads: int,
+    precision: str = "float32",
+    *,
+    started: Callable[[], None],
+) -> dict:
     """A finished fit: 3 iterations with times growing like ``size · rank²`` (so the fitted exponents are 1 and 2)."""
     started()
     _kind, size, rank = problem

@@ -276,14 +276,16 @@ def test_peer_runners_pass_the_shared_objective(monkeypatch: pytest.MonkeyPatch)
         (np.array([0, 1, 2]), np.array([0, 1, 2]), np.array([1.0, 2.0, 3.0])),
         (np.array([0, 2]), np.array([3, 1]), np.array([2.0, 4.0])),
     )
-    out = runners.run_cmfrec("als-cg", data, p, 2, lambda: None)
+    out = runners.run_cmfrec("als-cg", data, p, 2, lambda: None, "float32")
+    assert seen["use_float"] is True  # the precision every method is run in
+    assert runners.run_cmfrec("als-cg", data, p, 2, lambda: None, "float64") and seen["use_float"] is False
     assert seen["k"] == 8 and seen["lambda_"] == 0.05 and seen["scale_lam"] is True and seen["niter"] == 15
     assert seen["use_cg"] is True and seen["user_bias"] is seen["item_bias"] is seen["center"] is True
     assert seen["nthreads"] == 2 and seen["shape"] == (3, 4)
     assert out["test_rmse"] == pytest.approx(math.sqrt((0**2 + 2**2) / 2))
-    soft = runners.run_softimpute("softimpute", data, p, 1, lambda: None)
+    soft = runners.run_softimpute("softimpute", data, p, 1, lambda: None, "float64")
     assert seen["soft"]["max_rank"] == 8 and seen["soft"]["max_iters"] == 15
     assert soft["test_rmse"] == pytest.approx(out["test_rmse"])
     big = problems.Data((10**4, 10**4), data.train, data.test)
     with pytest.raises(ValueError, match="dense 10000×10000"):
-        runners.run_softimpute("softimpute", big, p, 1, lambda: None)
+        runners.run_softimpute("softimpute", big, p, 1, lambda: None, "float64")

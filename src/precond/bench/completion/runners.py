@@ -2,7 +2,8 @@
 
 Every library fits the same objective where it can (:data:`SETTINGS`, by problem kind): squared loss plus ridge
 ``λ`` scaled by each row's number of ratings (ALS-WR, as Spark and cmfrec's benchmark), with biases on MovieLens,
-for :data:`ITERATIONS` alternating iterations, then reports its test RMSE.
+for :data:`ITERATIONS` alternating iterations, then reports its test RMSE.  Every library computes in the same
+precision (:data:`PRECISIONS`, default :data:`DEFAULT_PRECISION`: float32, cmfrec's default ``use_float=True``).
 
 * ``precond <solver>``: :func:`precond.completion.complete` with every solver in
   :data:`precond.completion.SOLVERS` at run time; the test RMSE and wall-clock time of every iteration come from
@@ -12,7 +13,7 @@ for :data:`ITERATIONS` alternating iterations, then reports its test RMSE.
 * ``spark als``: Spark MLlib's ``pyspark.ml.recommendation.ALS`` in local mode (``local[threads]``, a JVM is
   needed: OpenJDK 17 or later for Spark 4), exact Cholesky row solves with ALS-WR scaling (``regParam · |Ω_i|``,
   Spark's only scaling), no biases (Spark has none: on MovieLens it fits the raw ratings); the JVM start-up and the
-  DataFrame build are not timed, only ``fit``.
+  DataFrame build are not timed, only ``fit``.  Spark keeps its factors in float32 whatever the precision asked for.
 * ``fancyimpute softimpute``: SoftImpute (Mazumder–Hastie–Tibshirani 2010) with ``max_rank=k``; a different
   (nuclear-norm) model on a dense ``m × n`` array, so run only where that fits in :data:`DENSE_LIMIT` entries.
 * ``implicit`` is not a runner: it fits implicit-feedback ALS (Hu–Koren–Volinsky) only, and RMSE on explicit
@@ -34,9 +35,11 @@ import numpy as np
 from precond.bench.completion.problems import Data, Problem, make_problem
 
 __all__ = [
+    "DEFAULT_PRECISION",
     "DENSE_LIMIT",
     "ITERATIONS",
     "PEERS",
+    "PRECISIONS",
     "SETTINGS",
     "SKIPPED",
     "available_methods",
@@ -46,6 +49,9 @@ __all__ = [
     "solve",
 ]
 
+#: the floating-point precisions a run can use (every method the same), and the default
+PRECISIONS = ("float32", "float64")
+DEFAULT_PRECISION = "float32"
 #: alternating iterations of every ALS method (cmfrec's MovieLens benchmark used 15)
 ITERATIONS = 15
 #: ``(biases, reg, reg_scaling)`` by problem kind
@@ -64,7 +70,7 @@ SKIPPED = {
 #: largest dense ``m·n`` SoftImpute is run on (float64: 8 bytes each, and SoftImpute keeps a few copies)
 DENSE_LIMIT = 20_000_000
 
-Runner = Callable[[str, Data, Problem, int, Callable[[], None]], dict]
+Runner = Callable[[str, Data, Problem, int, Callable[[], None], str], dict]
 
 
 def methods() -> dict[str, tuple[str, str]]:
@@ -94,7 +100,11 @@ def _rmse(predicted: np.ndarray, values: np.ndarray) -> float:
     return math.sqrt(float(np.mean((np.asarray(predicted, dtype=float) - values) ** 2)))
 
 
-def run_ours(solver: str, data: Data, problem: Problem, threads: int, started: Callable[[], None]) -> dict:
+def run_ours(
+    solver: str, data: Data, problem: Problem, threads: int, started: Callable[[], None], precision: str
+) -> dict:
+    import torch
+
     from precond.completion import complete
 
     biases, reg, scaling = SETTINGS[problem.kind]
@@ -111,6 +121,7 @@ def run_ours(solver: str, data: Data, problem: Problem, threads: int, started: C
         biases=biases,
         validation=data.test,
         reg_scaling=scaling,
+        dtype=getattr(torch, precision),
     )
     seconds = time.perf_counter() - t0
     history = [(int(i), float(tr), float(va) if va is not None else math.nan, float(s)) for i, tr, va, s in res.history]
@@ -124,7 +135,9 @@ def run_ours(solver: str, data: Data, problem: Problem, threads: int, started: C
     }
 
 
-def run_cmfrec(method: str, data: Data, problem: Problem, threads: int, started: Callable[[], None]) -> dict:
+def run_cmfrec(
+    method: str, data: Data, problem: Problem, threads: int, started: Callable[[], None], precision: str
+) -> dict:
     import cmfrec
     import scipy.sparse as sp
 
@@ -143,6 +156,7 @@ def run_cmfrec(method: str, data: Data, problem: Problem, threads: int, started:
         item_bias=biases,
         center=biases,
         nthreads=threads,
+        use_float=precision == "float32",
         verbose=False,
     )
     started()
@@ -158,7 +172,9 @@ def run_cmfrec(method: str, data: Data, problem: Problem, threads: int, started:
     }
 
 
-def run_softimpute(method: str, data: Data, problem: Problem, threads: int, started: Callable[[], None]) -> dict:
+def run_softimpute(
+    method: str, data: Data, problem: Problem, threads: int, started: Callable[[], None], precision: str
+) -> dict:
     m, n = data.shape
     if m * n > DENSE_LIMIT:
         raise ValueError(f"SoftImpute needs a dense {m}×{n} array, over the {DENSE_LIMIT:,} entries allowed")
@@ -166,7 +182,7 @@ def run_softimpute(method: str, data: Data, problem: Problem, threads: int, star
 
     rows, cols, values = data.train
     mean = float(values.mean()) if SETTINGS[problem.kind][0] else 0.0
-    X = np.full((m, n), np.nan)
+    X = np.full((m, n), np.nan, dtype=precision)
     X[rows, cols] = values - mean
     model = SoftImpute(max_rank=problem.rank, max_iters=ITERATIONS, convergence_threshold=0.0, verbose=False)
     started()
@@ -182,7 +198,9 @@ def run_softimpute(method: str, data: Data, problem: Problem, threads: int, star
     }
 
 
-def run_spark(method: str, data: Data, problem: Problem, threads: int, started: Callable[[], None]) -> dict:
+def run_spark(
+    method: str, data: Data, problem: Problem, threads: int, started: Callable[[], None], precision: str
+) -> dict:
     from pyspark.ml.recommendation import ALS
     from pyspark.sql import SparkSession
 
@@ -250,13 +268,25 @@ RUNNERS: dict[str, Runner] = {
 }
 
 
-def solve(name: str, problem: Problem, seed: int, budget: float, threads: int, *, started: Callable[[], None]) -> dict:
-    """The budgeted child's job: build ``problem`` (untimed), then fit it with method ``name``; the result has
+def solve(
+    name: str,
+    problem: Problem,
+    seed: int,
+    budget: float,
+    threads: int,
+    precision: str = DEFAULT_PRECISION,
+    *,
+    started: Callable[[], None],
+) -> dict:
+    """The budgeted child's job: build ``problem`` (untimed), then fit it with method ``name`` in ``precision``
+    (one of :data:`PRECISIONS`); the result has
     ``seconds``, ``iterations``, ``seconds_per_iteration``, ``test_rmse`` (and ``history`` for ours), ``shape``
     and ``observations`` (training entries)."""
     library, method = method_spec(name)
     data = make_problem(Problem(*problem), seed)
-    out = RUNNERS[library](method, data, Problem(*problem), threads, started)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    out = RUNNERS[library](method, data, Problem(*problem), threads, started, precision)
     out["shape"] = list(data.shape)
     out["observations"] = int(data.train[0].size)
     return out
