@@ -38,8 +38,9 @@ from precond.linalg import pad_buckets, segment_csr, segment_dot, segment_pcg, s
 #: Default budget of a chunk: this many numbers of padded design (2¹⁸ ≈ 262 k, 2 MB in float64: a chunk stays in
 #: the caches between its gather and its Gram).
 BLOCK_NUMBERS = 1 << 18
-#: Most numbers of Gram matrices ``B · d²`` factorized by one batched Cholesky call (2²², 32 MB in float64).
-GRAM_NUMBERS = 1 << 22
+#: Most numbers of Gram matrices ``B · d²`` factorized by one batched Cholesky call (2¹⁷, 1 MB in float64: larger
+#: groups leave the caches, and torch's Cholesky copies its input and output more than once).
+GRAM_NUMBERS = 1 << 17
 #: Per-bucket methods.
 METHODS = ("exact", "cg", "sketch_cg")
 
