@@ -162,7 +162,13 @@ def _power_qr(
     ordered = power.gather(-1, index)
     q = _cholesky_qr2(ordered) if cholesky_qr else _householder_q(ordered)
     new = torch.empty_like(q).scatter_(-1, index, q)
-    finite = torch.isfinite(new).flatten(1).all(1)
+    # the sum of an orthogonal Q's entries is 1ᵀQ1, at most d in magnitude: non-finite exactly when an entry is
+    finite = torch.isfinite(new.sum((-2, -1)))
+    if new.device.type == "cpu":  # the flag is read without a device sync: copy back only the failed members
+        if not bool(finite.all()):
+            bad = (~finite).nonzero().squeeze(1)
+            new.index_copy_(0, bad, basis[bad])
+        return new, ~finite
     return torch.where(finite[:, None, None], new, basis), ~finite
 
 
