@@ -112,6 +112,17 @@ class DegeneracyReport:
         """Names (:data:`AXES`) of the weak axes."""
         return tuple(a for a, m in zip(AXES, self.mask, strict=True) if m)
 
+    def observable_part(self, step: np.ndarray) -> np.ndarray:
+        """``step`` ``[6]`` ([ω; v]) without its components along the weak modes: in each subspace the step minus its
+        projection on the eigenvectors of the weak axes (``Ṽ_w Ṽ_wᵀ``); the step itself when nothing is weak."""
+        out = np.array(step, dtype=np.float64, copy=True)
+        for s, vec in enumerate((self.eigenvectors_rot, self.eigenvectors_trans)):
+            weak = vec[:, self.mask[3 * s : 3 * s + 3]]
+            if weak.size:
+                part = out[3 * s : 3 * s + 3]
+                part -= weak @ (weak.T @ part)
+        return out
+
     def preconditioner(self) -> np.ndarray:
         """DCReg's block preconditioner ``P ≈ H⁻¹`` ``[6, 6]`` (cross terms dropped, weak eigenvalues clamped)."""
         p = np.zeros((6, 6))

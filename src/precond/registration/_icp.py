@@ -58,7 +58,7 @@ class ICPResult:
             ``max_correspondence_distance`` with a valid plane) at ``transform`` (Open3D's ``fitness``).
         inlier_rmse: RMS point-to-plane distance over those correspondences at ``transform``.
         iterations: Gauss–Newton iterations run.
-        converged: the last step was below both tolerances.
+        converged: the last step (its part named by ``convergence``) was below both tolerances.
         status: ``"converged"``, ``"max_iter"`` or ``"too_few_correspondences"`` (fewer than 10; the transform
             is the last one reached).
         reports: the degeneracy report used at each iteration (with ``analysis="first"``, the first one repeated).
@@ -167,6 +167,7 @@ def icp(
     rotation_tol: float = 1e-5,
     translation_tol: float = 1e-3,
     analysis: str = "every",
+    convergence: str = "observable",
     k_neighbors: int = 10,
     plane_offset: str = "point",
     plane_radius: float | None = 1.0,
@@ -191,7 +192,12 @@ def icp(
         max_correspondence_distance: nearest-neighbour gate in metres.
         max_iter: iteration cap (DCReg: 30).
         rotation_tol, translation_tol: converged when ``‖ω‖ < rotation_tol`` and ``‖v‖ < translation_tol``
-            (DCReg: 1e-5 rad, 1e-3 m).
+            (DCReg: 1e-5 rad, 1e-3 m) for the step's part that :data:`convergence` names.
+        convergence: ``"observable"`` (default): test the step without its components along the iteration's weak
+            modes (:meth:`~precond.registration.DegeneracyReport.observable_part`; the whole step where nothing is
+            weak). Along a weak direction the data barely pin the pose, so the step there is noise that never
+            settles (a noisy corridor keeps sliding a few mm per iteration): waiting for it costs iterations and
+            drifts. ``"full"``: test the whole step (DCReg's C++).
         analysis: ``"every"`` iteration (DCReg's runner) or ``"first"`` only (its SLAM advice, LOAM's scheme): the
             report (and so the detection and projector) of the first iteration is reused.
         k_neighbors, plane_radius, max_plane_thickness: plane fitting on the target (default 10; DCReg: 5, 1 m, 0.2 m;
@@ -213,6 +219,7 @@ def icp(
     check_choice(degeneracy, "degeneracy", DEGENERACY)
     check_choice(kernel, "kernel", KERNELS)
     check_choice(analysis, "analysis", ("every", "first"))
+    check_choice(convergence, "convergence", ("observable", "full"))
     check_choice(plane_offset, "plane_offset", ("point", "fit"))
     k_neighbors = check_int(k_neighbors, "k_neighbors", 3)
     tgt = check_points(target, "target", minimum=k_neighbors if target_normals is None else 1)
@@ -260,9 +267,10 @@ def icp(
         step = res.step
         transform = apply_increment(transform, step)
         rot_step, trans_step = float(np.linalg.norm(step[:3])), float(np.linalg.norm(step[3:]))
+        tested = report.observable_part(step) if convergence == "observable" else step
         rmse = float(np.sqrt(np.mean(r**2)))
         history.append(IterationEntry(it + 1, count, rmse, rot_step, trans_step, res.iterations, res.status))
-        if rot_step < rotation_tol and trans_step < translation_tol:
+        if np.linalg.norm(tested[:3]) < rotation_tol and np.linalg.norm(tested[3:]) < translation_tol:
             status, converged = "converged", True
             break
     rows, idx = _match(tree, planes, src, transform, max_distance)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-__all__ = ["Planes", "estimate_planes"]
+__all__ = ["Planes", "estimate_planes", "smallest_eigenvectors"]
 
 
 @dataclass(frozen=True)
@@ -52,16 +52,72 @@ def estimate_planes(
     nbrs = tree.data[idx]  # [M, k, 3]
     centroid = nbrs.mean(axis=1)
     centred = nbrs - centroid[:, None, :]
-    cov = np.einsum("mki,mkj->mij", centred, centred) / k
-    _, vec = np.linalg.eigh(cov)
-    normals = vec[:, :, 0]
+    normals = smallest_eigenvectors(_covariances(centred) / k)
     offsets = -np.einsum("mi,mi->m", normals, points if offset == "point" else centroid)
     valid = np.ones(len(points), dtype=bool)
     if radius is not None:
         valid &= dist[:, -1] <= radius
     if max_thickness is not None:
-        thickness = np.abs(np.einsum("mki,mi->mk", centred, normals)).max(axis=1)
+        thickness = np.abs(centred @ normals[:, :, None])[:, :, 0].max(axis=1)
         valid &= thickness < max_thickness
     normals = np.where(valid[:, None], normals, 0.0)
     offsets = np.where(valid, offsets, 0.0)
     return Planes(normals, offsets, valid)
+
+
+def _covariances(centred: np.ndarray) -> np.ndarray:
+    """``Σ_k cᵢₖ cᵢₖᵀ`` ``[M, 3, 3]`` of centred neighbourhoods ``[M, k, 3]``: six products summed over ``k``."""
+    x, y, z = centred[..., 0], centred[..., 1], centred[..., 2]
+    xx, yy, zz = (x * x).sum(1), (y * y).sum(1), (z * z).sum(1)
+    xy, xz, yz = (x * y).sum(1), (x * z).sum(1), (y * z).sum(1)
+    return np.stack([xx, xy, xz, xy, yy, yz, xz, yz, zz], axis=1).reshape(-1, 3, 3)
+
+
+#: Eigenvalue gaps below this share of ``‖A‖`` leave the cross-product normal ill-determined: such members (lines,
+#: blobs) go to LAPACK's ``eigh`` instead.
+_GAP_RTOL = 1e-6
+
+
+def smallest_eigenvectors(a: np.ndarray) -> np.ndarray:
+    """Unit eigenvectors of the smallest eigenvalue of symmetric ``[M, 3, 3]`` matrices, vectorized in closed form.
+
+    The smallest eigenvalue by the trigonometric solution of the characteristic cubic (Smith, CACM 1961), then the
+    eigenvector as the longest cross product of two rows of ``A − λ_min I`` (its rows span the orthogonal
+    complement of the eigenvector when ``λ_min`` is simple).  Members whose smallest eigenvalue is not separated
+    from the middle one by ``_GAP_RTOL · ‖A‖`` (the eigenvector is then not unique: a line or an isotropic blob)
+    use ``numpy.linalg.eigh``.  Signs are arbitrary, as LAPACK's.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    q = np.trace(a, axis1=1, axis2=2) / 3.0
+    off = a[:, 0, 1] ** 2 + a[:, 0, 2] ** 2 + a[:, 1, 2] ** 2
+    diag = a.diagonal(axis1=1, axis2=2) - q[:, None]
+    p = np.sqrt(((diag**2).sum(1) + 2.0 * off) / 6.0)
+    safe = np.where(p > 0, p, 1.0)
+    b = (a - q[:, None, None] * np.eye(3)) / safe[:, None, None]
+    det = (
+        b[:, 0, 0] * (b[:, 1, 1] * b[:, 2, 2] - b[:, 1, 2] * b[:, 2, 1])
+        - b[:, 0, 1] * (b[:, 1, 0] * b[:, 2, 2] - b[:, 1, 2] * b[:, 2, 0])
+        + b[:, 0, 2] * (b[:, 1, 0] * b[:, 2, 1] - b[:, 1, 1] * b[:, 2, 0])
+    )
+    r = np.clip(det / 2.0, -1.0, 1.0)
+    phi = np.arccos(r) / 3.0
+    lam_min = q + 2.0 * p * np.cos(phi + 2.0 * np.pi / 3.0)
+    lam_mid = 3.0 * q - lam_min - (q + 2.0 * p * np.cos(phi))
+    m = a - lam_min[:, None, None] * np.eye(3)
+    crosses = np.stack([_cross(m[:, 0], m[:, 1]), _cross(m[:, 0], m[:, 2]), _cross(m[:, 1], m[:, 2])], 1)
+    norms = np.linalg.norm(crosses, axis=2)
+    best = norms.argmax(1)
+    rows = np.arange(len(a))
+    vec = crosses[rows, best] / np.maximum(norms[rows, best], 1e-300)[:, None]
+    scale = np.abs(a).reshape(len(a), -1).max(1)
+    unclear = (lam_mid - lam_min <= _GAP_RTOL * scale) | ~np.isfinite(vec).all(1)
+    if unclear.any():
+        vec[unclear] = np.linalg.eigh(a[unclear])[1][:, :, 0]
+    return vec
+
+
+def _cross(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Row-wise ``u × v`` of ``[M, 3]`` arrays (``np.cross`` without its axis handling)."""
+    x = u[:, 1] * v[:, 2] - u[:, 2] * v[:, 1]
+    y = u[:, 2] * v[:, 0] - u[:, 0] * v[:, 2]
+    return np.stack([x, y, u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0]], axis=1)

@@ -3,6 +3,10 @@
 Timed: everything from the raw clouds to the transform (k-d tree, normals or covariances, iterations), single
 threaded, for every library alike. Settings: 30 iterations at most, correspondences within 1 m, ours with
 ``k_neighbors=10`` and DCReg's kernel; Open3D with 10-neighbour normals; small_gicp without downsampling.
+Stopping rule: ours and ``small_gicp gicp`` stop when the rotation step is below :data:`ROTATION_TOL` and the
+translation step below :data:`TRANSLATION_TOL` (DCReg's 1e-5 rad and 1e-3 m; ours tests the step's observable part,
+its default); ``small_gicp gicp 0.1deg`` is small_gicp at its own default rotation tolerance, 0.1° = 1.7e-3 rad
+(looser: fewer iterations, for reference); Open3D has only relative-fitness/RMSE criteria (1e-6 here).
 """
 
 from __future__ import annotations
@@ -21,10 +25,14 @@ from precond.bench.registration.scenes import PERTURBATION, SceneSpec, make_scen
 __all__ = ["METHODS", "PEERS", "available_methods", "register"]
 
 OURS = tuple(f"precond {m}" for m in ("dcreg", "none", "sr", "tsvd", "treg", "loam"))
-PEERS = ("open3d point_to_plane", "open3d gicp", "small_gicp gicp")
+PEERS = ("open3d point_to_plane", "open3d gicp", "small_gicp gicp", "small_gicp gicp 0.1deg")
 METHODS = OURS + PEERS
 MAX_ITER = 30
 MAX_DISTANCE = 1.0
+#: the stopping rule shared by ours and small_gicp (DCReg's tolerances): rotation step (rad), translation step (m)
+ROTATION_TOL, TRANSLATION_TOL = 1e-5, 1e-3
+#: small_gicp's own default rotation tolerance (0.1°), for its reference row
+SMALL_GICP_DEFAULT_ROTATION_TOL = 0.1 * 3.141592653589793 / 180
 _MODULE = {"open3d": "open3d", "small_gicp": "small_gicp"}
 
 
@@ -74,6 +82,8 @@ def _ours(method: str) -> Callable[[np.ndarray, np.ndarray, np.ndarray], dict[st
             max_iter=MAX_ITER,
             max_correspondence_distance=MAX_DISTANCE,
             k_neighbors=10,
+            rotation_tol=ROTATION_TOL,
+            translation_tol=TRANSLATION_TOL,
         )
         rep = res.first_report
         return {
@@ -111,7 +121,7 @@ def _open3d(kind: str) -> Callable[[np.ndarray, np.ndarray, np.ndarray], dict[st
     return run
 
 
-def _small_gicp() -> Callable[[np.ndarray, np.ndarray, np.ndarray], dict[str, Any]]:
+def _small_gicp(rotation_tol: float) -> Callable[[np.ndarray, np.ndarray, np.ndarray], dict[str, Any]]:
     import small_gicp
 
     def run(source: np.ndarray, target: np.ndarray, init: np.ndarray) -> dict[str, Any]:
@@ -124,6 +134,8 @@ def _small_gicp() -> Callable[[np.ndarray, np.ndarray, np.ndarray], dict[str, An
             max_correspondence_distance=MAX_DISTANCE,
             num_threads=1,
             max_iterations=MAX_ITER,
+            rotation_epsilon=rotation_tol,
+            translation_epsilon=TRANSLATION_TOL,
         )
         return {
             "transform": np.asarray(out.T_target_source),
@@ -143,7 +155,9 @@ def _runner(name: str) -> Callable[[np.ndarray, np.ndarray, np.ndarray], dict[st
     if name == "open3d gicp":
         return _open3d("gicp")
     if name == "small_gicp gicp":
-        return _small_gicp()
+        return _small_gicp(ROTATION_TOL)
+    if name == "small_gicp gicp 0.1deg":
+        return _small_gicp(SMALL_GICP_DEFAULT_ROTATION_TOL)
     raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
 
 
