@@ -308,9 +308,10 @@ def complete(
     Cold start: a row (column) without observations gets a zero factor and zero bias, so its predictions are
     ``μ + c_j`` (``μ + b_i``), or 0 without biases; the other rows are unaffected.
 
-    Memory: ``O(|Ω| (k + 10))`` for the initial SVD and the residuals, plus the blocks of :mod:`._solve`
-    (at most ``2²⁴`` numbers of outer products, about 134 MB in float64); the CG solvers hold the gathered design
-    (``|Ω| k`` numbers) and ``"sketch_cg"``/``"auto"`` the sketches (``(m + n) · 5 (k+1)²`` numbers).
+    Memory: ``O(|Ω| (k + 10))`` for the initial SVD, ``O(|Ω|)`` for the sorted observations and residuals, plus the
+    blocks of :mod:`._solve` (at most ``2¹⁸`` numbers of gathered design and ``2¹⁷`` of Gram matrices, 3 MB in
+    float64); the CG solvers gather no design (their products run on the observations' sparse matrix), and
+    ``"sketch_cg"``/``"auto"`` keep one ``(k+1)²`` preconditioner factor per sketched row.
 
     Raises:
         ValueError / TypeError: naming the argument, for bad indices (negative, out of range, not integer),

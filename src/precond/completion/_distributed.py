@@ -40,8 +40,10 @@ and columns cut into equal-observation slices, per worker per iteration (W = 8 |
 * Memory.  Observations, both copies: per observation and copy 24 B for (row, col, value) plus 24 B for the sorted
   index (:class:`~._solve.RowIndex`: order, index, other), ``2 · 48 B · |Ω|/W`` = ``96 B · 1.25e7 = 1.20 GB`` |
   ``96 B · 1.5625e6 = 150 MB``.  Replicated factors (the design of the other side must be complete):
-  ``(m + n) k · 8 B = 255 MB``, plus a transient gather buffer of the padded ``U`` (246 MB) and the solver block
-  (≤ ``2²⁴`` numbers, 134 MB).  Total ≈ **1.8 GB** | **0.79 GB**; from W ≈ 16 on the replicated factors, not the
+  ``(m + n) k · 8 B = 255 MB``, plus a transient copy of ``U`` with a zero row appended (the padding row of the
+  exact solver's gathers, 246 MB), the right-hand sides of the local rows (``m k · 8 B / W`` = 30.7 MB | 3.8 MB)
+  and the solver's blocks (≤ ``2¹⁸`` numbers of gathered design and ``2¹⁷`` of Gram matrices, 3 MB; the CG
+  solvers gather no design).  Total ≈ **1.7 GB** | **0.66 GB**; from W ≈ 16 on the replicated factors, not the
   observations, dominate, and their 255 MB is what a worker needs at any ``W``.
 """
 
