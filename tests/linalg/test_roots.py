@@ -69,3 +69,19 @@ def test_non_finite_input_keeps_previous():
     assert failed.tolist() == [False, True]
     assert torch.equal(roots[1], previous[1])
     assert torch.isfinite(roots[0]).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("exponent", [0.5, 0.25, 1 / 6])
+def test_a_members_root_is_bitwise_the_same_alone_or_in_any_batch(exponent: float, dtype: torch.dtype) -> None:
+    """The sharded optimizers split batches by owner and promise the single-process bits: a root may not depend on
+    its batch (on AVX2 a lone 8×8 member's eigenvalue powers run in scalar code, a batch of two in SIMD)."""
+    g = torch.Generator().manual_seed(3)
+    for d in (4, 8, 16):
+        a = torch.randn(5, d, 2 * d, generator=g, dtype=dtype)
+        factors = a @ a.mT / (2 * d)
+        previous = torch.eye(d, dtype=dtype).expand_as(factors).clone()
+        alone = torch.cat([inverse_root(factors[i : i + 1], exponent, 1e-6, previous[i : i + 1])[0] for i in range(5)])
+        for size in (2, 3, 5):
+            together = inverse_root(factors[:size], exponent, 1e-6, previous[:size])[0]
+            assert torch.equal(together, alone[:size]), (d, size)

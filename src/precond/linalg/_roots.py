@@ -7,6 +7,25 @@ import torch
 from precond.linalg._eigen import eigh_robust
 
 _TINY = 1e-30
+#: :func:`_pow` pads its flat input to a multiple of this many elements (two 64-byte vectors of float16 and more).
+_POW_PAD = 64
+
+
+def _pow(x: torch.Tensor, exponent: float) -> torch.Tensor:
+    """``x ** exponent`` elementwise, with bits that do not depend on the batch size.
+
+    ATen's CPU elementwise loop runs whole SIMD vectors, then the tail that does not fill two of them in scalar
+    code, and the scalar ``pow`` rounds differently from the vectorized one (with AVX2's 8-float vectors a lone
+    ``8 × 8`` factor's 8 eigenvalues are all tail, while the same member in a batch of two is vectorized).  Padding
+    the flat input to a multiple of ``_POW_PAD`` elements sends every element through the vector path, so a
+    member's root is the same alone or in any batch (the sharded optimizers' bitwise parity with one process
+    relies on it).
+    """
+    flat = x.reshape(-1)
+    pad = (-flat.numel()) % _POW_PAD
+    if pad and x.device.type == "cpu":
+        flat = torch.cat([flat, flat.new_ones(pad)])
+    return flat.pow(exponent)[: x.numel()].view_as(x)
 
 
 def inverse_root(
@@ -28,7 +47,7 @@ def inverse_root(
     vecs, failed = eigh_robust(factors, eye)
     values = (vecs * (factors @ vecs)).sum(-2).clamp_min(0.0)  # Rayleigh quotients = eigenvalues
     damping = eps * values.amax(-1, keepdim=True) + _TINY
-    scaled = vecs * (values + damping).pow(-exponent)[..., None, :]
+    scaled = vecs * _pow(values + damping, -exponent)[..., None, :]
     roots = scaled @ vecs.mT
     roots = 0.5 * (roots + roots.mT)
     good = torch.isfinite(roots).flatten(1).all(1) & ~failed
