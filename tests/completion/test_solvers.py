@@ -20,8 +20,8 @@ def _rel_error(res, M: np.ndarray) -> float:  # type: ignore[no-untyped-def]
     return float(np.linalg.norm(X - M) / np.linalg.norm(M))
 
 
-# (m, n, k, samples): a balanced problem, and a wide one whose rows are heavy (|Ω_i| ≈ 200 > 4(k+1)) and whose
-# columns are light (|Ω_j| ≈ 30), so "auto" mixes sketch_cg rows with exact columns.
+# (m, n, k, samples): a balanced problem, and a wide one whose rows are heavy (|Ω_i| ≈ 200 > 4(k+1), sketched by
+# "sketch_cg") and whose columns are light (|Ω_j| ≈ 30).
 PROBLEMS = [(200, 150, 8, None), (60, 400, 16, 12000)]
 
 
@@ -42,18 +42,51 @@ def test_every_solver_recovers_like_exact(solver: str, m: int, n: int, k: int, c
     if solver in ("cg", "sketch_cg"):
         assert all(s.exact_rows == 0 for s in res.solves)
         assert res.solves[0].cg_iterations > 0
-    if solver == "auto":  # the cost model keeps these rows (|Ω_i| ≤ 200, d ≤ 16) on the exact solver
+    if solver == "auto":  # the cost model keeps these rows (d ≤ 16: d + d²/|Ω_i| ≤ 28) on the exact solver
         assert all(s.exact_rows == m + n and s.cg_iterations == 0 for s in res.solves)
 
 
-def test_auto_picks_the_sketch_only_where_the_cost_model_says_it_pays() -> None:
-    from precond.completion._complete import MATVEC_COST, SKETCH_FACTOR, auto_method
+def test_auto_picks_cg_where_the_cost_model_says_it_pays() -> None:
+    from precond.completion._complete import AUTO_CG_ITERS, AUTO_CG_KAPPA, SPARSE_PASS_COST, auto_method
 
-    assert auto_method(200, 16) == "exact"
-    assert auto_method(10_000, 32) == "exact"  # d = 32 < MATVEC_COST · (nnz + 2 · iterations) = 100
-    assert auto_method(100_000, 256) == "sketch_cg"
-    assert auto_method(SKETCH_FACTOR * 256, 256) == "exact"  # a row no longer than the sketch is never sketched
-    assert MATVEC_COST > 1
+    threshold = 2 * (1 + AUTO_CG_ITERS) * SPARSE_PASS_COST  # CG wins once d + d²/w exceeds it
+    assert threshold == 28
+    assert auto_method(200, 16) == "exact"  # 16 + 1.3
+    assert auto_method(200, 32) == "cg"  # 32 + 5.1
+    assert auto_method(10, 16) == "cg"  # a short, well-conditioned row: its d³ factorization dominates (16 + 25.6)
+    assert auto_method(10_000, 24) == "exact"
+    assert auto_method(10_000, 32) == "cg"
+    assert auto_method(200, 32, AUTO_CG_KAPPA) == "cg"
+    assert auto_method(200, 32, 1.01 * AUTO_CG_KAPPA) == "exact"  # ill conditioned: CG would crawl
+    assert auto_method(10, 16, math.inf) == "exact"
+    widths, ds = [1, 5, 30, 200, 10_000, 100_000], [1, 2, 8, 16, 32, 64, 128, 256]
+    assert {auto_method(w, d) for w in widths for d in ds} == {"exact", "cg"}  # sketch_cg only when asked for
+
+
+@pytest.mark.parametrize(
+    ("w", "d", "lam"), [(200, 16, 0.0), (400, 64, 0.0), (80, 64, 0.0), (40, 32, 4.0), (20, 32, 2.0)]
+)
+def test_condition_estimate_tracks_the_true_condition_number(w: int, d: int, lam: float) -> None:
+    """Marchenko–Pastur edges against ``eigvalsh`` of ``WᵀW + λI`` for Gaussian designs (50 rows each): the
+    largest estimate is within a factor 2 of the largest true condition number."""
+    from precond.completion._solve import condition_estimate
+
+    g = torch.Generator().manual_seed(w + d)
+    W = torch.randn(50, w, d, generator=g, dtype=torch.float64) * torch.rand(50, 1, 1, generator=g, dtype=torch.float64)
+    gram = W.mT @ W + lam * torch.eye(d, dtype=torch.float64)
+    eig = torch.linalg.eigvalsh(gram)
+    true = float((eig[:, -1] / eig[:, 0]).max())
+    mean = W.square().sum((1, 2)) / d
+    est = condition_estimate(mean, torch.full((50,), lam, dtype=torch.float64), torch.full((50,), w), d)
+    assert true / 2 <= est <= 2 * true
+
+
+def test_condition_estimate_of_a_singular_system_is_infinite() -> None:
+    from precond.completion._solve import condition_estimate
+
+    one = torch.ones(3, dtype=torch.float64)
+    assert condition_estimate(one, 0 * one, torch.tensor([10, 16, 40]), 16) == math.inf  # w = d, no ridge
+    assert math.isfinite(condition_estimate(one, one, torch.tensor([10, 16, 40]), 16))  # the ridge lifts it
 
 
 def _half_step_problem(seed: int) -> tuple[RowIndex, torch.Tensor, torch.Tensor, int]:
@@ -115,7 +148,7 @@ def test_tolerance_schedule_is_honoured_and_recorded(
 ) -> None:
     import precond.completion._complete as mod
 
-    monkeypatch.setattr(mod, "MATVEC_COST", 0.01)  # "auto" then sends the longer rows to sketch_cg
+    monkeypatch.setattr(mod, "SPARSE_PASS_COST", 0.01)  # "auto" then sends the well-conditioned rows to CG
     m, n, k = 120, 100, 4
     M = low_rank(m, n, k, seed=5)
     rows, cols = sample(m, n, n_samples(m, n, k), seed=5, min_per_line=k)
@@ -138,7 +171,7 @@ def test_loose_solves_that_stall_do_not_read_as_convergence(solver: str, monkeyp
 
     monkeypatch.setattr(mod, "CG_TOL_START", 0.9)
     monkeypatch.setattr(mod, "CG_TOL_RATE", 0.999)
-    monkeypatch.setattr(mod, "MATVEC_COST", 0.01)  # "auto" then sends the heavy rows to sketch_cg
+    monkeypatch.setattr(mod, "SPARSE_PASS_COST", 0.01)  # "auto" then sends the well-conditioned rows to CG
     m, n, k = 60, 400, 16
     M = low_rank(m, n, k, seed=1)
     rows, cols = sample(m, n, 12000, seed=1, min_per_line=k)
@@ -204,16 +237,18 @@ def test_estimator_passes_the_solver_through(solver: str) -> None:
     )
 
 
-def test_auto_mixes_exact_and_sketched_buckets_and_still_recovers(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With the cost model tilted (cheap matvecs), heavy rows go to sketch_cg and light columns stay exact."""
+def test_auto_mixes_exact_and_cg_buckets_and_still_recovers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the cost model tilted (CG threshold 7, κ ≤ 10), the heavy rows (|Ω_i| ≈ 200, κ ≈ 3.5) go to CG and the
+    light columns (≈ 30 observations for d = 16, κ ≳ 20) stay exact."""
     import precond.completion._complete as cmod
 
-    monkeypatch.setattr(cmod, "MATVEC_COST", 0.01)
+    monkeypatch.setattr(cmod, "SPARSE_PASS_COST", 0.5)
+    monkeypatch.setattr(cmod, "AUTO_CG_KAPPA", 10.0)
     m, n, k = 60, 400, 16
     M = low_rank(m, n, k, seed=m + k)
     rows, cols = sample(m, n, 12000, seed=k, min_per_line=k)
     res = complete(rows, cols, M[rows, cols], (m, n), k, reg=0.0, tol=1e-12, max_iter=300, solver="auto")
     assert res.converged
     assert _rel_error(res, M) <= 1e-6
-    assert all(s.exact_rows == n for s in res.solves)  # rows (|Ω_i| ≈ 200 > 4k) sketched, columns (≈ 30) exact
+    assert all(s.exact_rows == n for s in res.solves)  # rows (|Ω_i| ≈ 200) by CG, columns (≈ 30) exact
     assert res.solves[0].cg_iterations > 0

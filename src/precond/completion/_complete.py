@@ -13,10 +13,16 @@ Row solvers (``solver=``), all batched over rows (:mod:`._solve`):
   number of ``O(|Ω| d)`` iterations.  A row with at most ``s`` observations is not sketched (its preconditioner is
   exact and PCG takes one step).
 * ``"auto"``: per bucket of rows of near-equal count ``w`` (:mod:`._solve`), the cheaper of ``"exact"`` and
-  ``"sketch_cg"`` by the cost model of :func:`auto_method` (in multiply–adds of a batched Gram, with one
-  memory-bound matrix–vector multiply–add counted as ``MATVEC_COST`` of them): exact ``w d² + d³``, sketch_cg
-  ``(1 + 2 AUTO_PCG_ITERS) · MATVEC_COST · w d + s d² + d³``.  Sketching pays only for rows much longer than the
-  sketch and wide designs (``d`` beyond ``MATVEC_COST · (1 + 2 AUTO_PCG_ITERS)``).
+  ``"cg"`` by the cost model of :func:`auto_method`, in multiply–adds of a batched Gram: exact ``w d² + d³``, CG
+  ``2 (1 + AUTO_CG_ITERS) · SPARSE_PASS_COST · w d`` (the initial residual and every iteration are two sparse passes
+  over the row's ``w`` observations, one of those multiply–adds costing ``SPARSE_PASS_COST`` Gram ones).  Only
+  tall designs go to CG, ``w ≥ AUTO_CG_ASPECT · d``: a random-like ``w × d`` design then has ``κ(W_iᵀW_i) ≤
+  ((1 + 1/√a)/(1 − 1/√a))² = 9`` (Marchenko–Pastur, ``a = w/d = 4``) whatever the ridge, while a short row
+  (``w ≈ d``, ``λ_i`` small) is ill conditioned and cheap to factorize.  CG then wins once ``d + d²/w`` exceeds
+  ``2 (1 + AUTO_CG_ITERS) · SPARSE_PASS_COST`` (= 28): ``d ≳ 25`` for rows of 200 observations.  ``"sketch_cg"``
+  is not among ``"auto"``'s choices: on the designs of ALS (the other side's factor) its preconditioned CG runs as
+  many iterations as plain CG (measured, BENCHMARKS.md), so its sketches and factors are pure overhead there; it
+  is the solver for ill-conditioned designs, where plain CG's iteration count grows with ``κ(W_i)``.
 
 Tolerance schedule of the CG solves at outer iteration ``t = 1, 2, …``:
 
@@ -61,18 +67,21 @@ CG_TOL_START, CG_TOL_RATE, CG_TOL_FLOOR = 1e-2, 0.5, 1e-12
 CG_MAX_ITER_FACTOR = 2
 #: Sketch size ``s = SKETCH_FACTOR · d``.
 SKETCH_FACTOR = 4
-#: ``"auto"`` cost model (:func:`auto_method`): PCG iterations assumed per half-step, and the cost of one
-#: matrix–vector multiply–add (memory-bound) in multiply–adds of a batched Gram (compute-bound BLAS-3).
-AUTO_PCG_ITERS, MATVEC_COST = 3, 10.0
+#: ``"auto"`` cost model (:func:`auto_method`): warm-started CG iterations assumed per half-step (4–10 measured on
+#: the benchmark's problems, BENCHMARKS.md), and the cost of one multiply–add of a sparse pass (memory-bound) in
+#: multiply–adds of a batched Gram (compute-bound BLAS-3).
+AUTO_CG_ITERS, SPARSE_PASS_COST = 6, 2.0
+#: ``"auto"`` sends a bucket to CG only if its estimated condition number is at most this.
+AUTO_CG_KAPPA = 1e3
 
 
-def auto_method(width: int, d: int) -> str:
-    """``"exact"`` or ``"sketch_cg"`` for a bucket of rows of ``width`` observations and design width ``d``: the
-    cheaper by the cost model in the module docstring."""
-    s = SKETCH_FACTOR * d
+def auto_method(width: int, d: int, kappa: float = 1.0) -> str:
+    """``"exact"`` or ``"cg"`` for a bucket of rows of ``width`` observations, design width ``d`` and estimated
+    condition number ``kappa`` (:func:`~._solve.condition_estimate`): the cheaper by the cost model in the module
+    docstring, CG only for ``kappa ≤ AUTO_CG_KAPPA``."""
     exact = width * d * d + d**3
-    sketch = (1 + 2 * AUTO_PCG_ITERS) * MATVEC_COST * width * d + s * d * d + d**3
-    return "sketch_cg" if width > s and sketch < exact else "exact"
+    cg = 2 * (1 + AUTO_CG_ITERS) * SPARSE_PASS_COST * width * d
+    return "cg" if kappa <= AUTO_CG_KAPPA and cg < exact else "exact"
 
 
 def cg_tolerance_floor(dtype: torch.dtype) -> float:
@@ -280,8 +289,8 @@ def complete(
         rank: ``k``, ``1 ≤ k ≤ min(m, n)``.
         reg: ridge weight ``≥ 0``.  With ``reg = 0`` a row with fewer than ``k`` (``k + 1`` with biases)
             observations takes the minimum-norm least-squares solution.
-        solver: ``"auto"`` (default: per bucket of rows, exact Cholesky or sketch-preconditioned CG, whichever the
-            cost model rates cheaper), ``"exact"``, ``"sketch_cg"`` or ``"cg"``; rules, costs and the CG tolerance
+        solver: ``"auto"`` (default: per bucket of rows, exact Cholesky or matrix-free CG, whichever the cost
+            model rates cheaper), ``"exact"``, ``"sketch_cg"`` or ``"cg"``; rules, costs and the CG tolerance
             schedule in :mod:`precond.completion._complete`.  :attr:`CompletionResult.solves` records the schedule.
         max_iter, tol: iteration cap and relative-decrease tolerance.
         biases: fit ``μ``, row and column biases.
@@ -311,7 +320,7 @@ def complete(
     Memory: ``O(|Ω| (k + 10))`` for the initial SVD, ``O(|Ω|)`` for the sorted observations and residuals, plus the
     blocks of :mod:`._solve` (at most ``2¹⁸`` numbers of gathered design and ``2¹⁷`` of Gram matrices, 3 MB in
     float64); the CG solvers gather no design (their products run on the observations' sparse matrix), and
-    ``"sketch_cg"``/``"auto"`` keep one ``(k+1)²`` preconditioner factor per sketched row.
+    ``"sketch_cg"`` keeps one ``(k+1)²`` preconditioner factor per sketched row.
 
     Raises:
         ValueError / TypeError: naming the argument, for bad indices (negative, out of range, not integer),

@@ -28,6 +28,7 @@ Memory: one chunk holds at most ``budget`` numbers of padded design ``B · w · 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -41,6 +42,8 @@ BLOCK_NUMBERS = 1 << 18
 #: Most numbers of Gram matrices ``B · d²`` factorized by one batched Cholesky call (2¹⁷, 1 MB in float64: larger
 #: groups leave the caches, and torch's Cholesky copies its input and output more than once).
 GRAM_NUMBERS = 1 << 17
+#: Most :class:`RowSet` kept by one :class:`RowIndex` (oldest dropped first).
+ROW_SET_CACHE = 4
 #: Per-bucket methods.
 METHODS = ("exact", "cg", "sketch_cg")
 
@@ -128,9 +131,12 @@ class RowIndex:
         return self._buckets
 
     def row_set(self, rows: torch.Tensor) -> RowSet:
-        """The :class:`RowSet` of ``rows`` (in that order), cached: a fit asks for the same rows every half-step."""
+        """The :class:`RowSet` of ``rows`` (in that order), cached (at most :data:`ROW_SET_CACHE`): a fit asks for
+        the same rows every half-step."""
         key = rows.cpu().numpy().tobytes()
         if key not in self._sets:
+            if len(self._sets) >= ROW_SET_CACHE:  # "auto" may change its CG rows between iterations: stay bounded
+                del self._sets[next(iter(self._sets))]
             counts = self.counts[rows]
             indptr = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
             nnz = int(indptr[-1])
@@ -249,12 +255,23 @@ def _solve_cg(
     return segment_pcg(matvec, rhs, tol=tol, max_iter=max_iter, x0=x0, precond=precond)
 
 
+def condition_estimate(gram_mean: torch.Tensor, lam: torch.Tensor, counts: torch.Tensor, d: int) -> float:
+    """The largest ``κ(W_iᵀW_i + λ_i I)`` of some rows, estimated from the mean eigenvalue ``μ_i = ‖W_i‖_F²/d`` of
+    each row's Gram by the Marchenko–Pastur edges ``μ_i (1 ± √(d/w_i))²`` of a random-like ``w_i × d`` design:
+    ``κ_i ≈ (μ_i (1 + √(d/w_i))² + λ_i) / (μ_i (1 − √(d/w_i))²₊ + λ_i)`` (``inf`` for a singular system)."""
+    ratio = (d / counts.to(gram_mean.dtype)).sqrt()
+    top = gram_mean * (1 + ratio).square() + lam
+    bottom = gram_mean * (1 - ratio).clamp_min(0.0).square() + lam
+    kappa = torch.where(bottom > 0, top / bottom.clamp_min(torch.finfo(gram_mean.dtype).tiny), math.inf)
+    return float(kappa.max()) if kappa.numel() else 1.0
+
+
 def solve_rows(
     idx: RowIndex,
     design: torch.Tensor,
     target: torch.Tensor,
     lam: torch.Tensor,
-    plan: str | Callable[[int, int], str] = "exact",
+    plan: str | Callable[[int, int, float], str] = "exact",
     *,
     x0: torch.Tensor | None = None,
     tol: float = 0.0,
@@ -270,7 +287,8 @@ def solve_rows(
         design: the other side's factor ``[n_other, d]``; row ``j`` is the design row of observation ``(i, j)``.
         target: ``[|Ω|]`` targets in the *original* observation order.
         lam: ``[n_rows]`` ridge weight ``λ_i ≥ 0`` per row.
-        plan: one of :data:`METHODS` for every bucket, or ``(width, d) ↦ method`` per bucket.
+        plan: one of :data:`METHODS` for every bucket, or ``(width, d, κ) ↦ method`` per bucket, ``κ`` the
+            bucket's largest :func:`condition_estimate`.
         x0: CG warm start ``[n_rows, d]`` (required by the CG methods).
         tol, max_iter: CG relative-residual tolerance and iteration cap.
         sketch: ``(s, generator)`` of the ``"sketch_cg"`` preconditioner (:func:`precond.linalg.segment_sign_sketch`).
@@ -287,8 +305,18 @@ def solve_rows(
     design_ext = torch.cat([design, design.new_zeros((1, d))])  # padding (index −1) reads the zero row
     cg_rows: dict[str, list[torch.Tensor]] = {}
     exact_rows = 0
+    gram_mean = None
+    if not isinstance(plan, str):  # the cost model wants each bucket's conditioning: mean eigenvalue of W_iᵀW_i
+        row_norms = design.square().sum(1)
+        gram_mean = torch.zeros(idx.n_rows, dtype=design.dtype, device=design.device)
+        gram_mean.index_add_(0, idx.index, row_norms[idx.other]).div_(d)
     for bucket in idx.buckets:
-        method = plan if isinstance(plan, str) else plan(bucket.width, d)
+        if isinstance(plan, str):
+            method = plan
+        else:
+            assert gram_mean is not None
+            kappa = condition_estimate(gram_mean[bucket.rows], lam[bucket.rows], bucket.counts, d)
+            method = plan(bucket.width, d, kappa)
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if method != "exact":
