@@ -32,7 +32,9 @@ a relative residual per row, capped at ``CG_MAX_ITER_FACTOR · d + 10`` iteratio
 Thm. 4.2 and its regression-solver appendix) need each approximate regression accurate to an ``ε_reg`` polynomially
 small in the target error; AltMin contracts the error geometrically, so a tolerance shrinking geometrically keeps
 the solve error below the contraction's error at every step (linear convergence of inexact AltMin) while the early
-iterations stay cheap.  Each CG run starts from the previous iterate and never increases that row's ridge objective,
+iterations stay cheap.  ``CG_TOL_START = 0.1`` (was 0.01): on the benchmark's synthetic problems it cuts the CG
+iterations of 15 outer iterations by a third (k = 32: 57 against 87; k = 128: 134 against 205) and still reaches
+the exact solver's test RMSE in as many outer iterations; 0.3 no longer does.  Each CG run starts from the previous iterate and never increases that row's ridge objective,
 so the ALS objective is still non-increasing.
 """
 
@@ -62,7 +64,7 @@ from precond.completion._validate import (
 #: Row solvers (see the module docstring).
 SOLVERS = ("auto", "exact", "sketch_cg", "cg")
 #: CG tolerance schedule ``tol_t = max(tol_min, CG_TOL_START · CG_TOL_RATE^(t−1))``, ``tol_min`` ≥ ``CG_TOL_FLOOR``.
-CG_TOL_START, CG_TOL_RATE, CG_TOL_FLOOR = 1e-2, 0.5, 1e-12
+CG_TOL_START, CG_TOL_RATE, CG_TOL_FLOOR = 1e-1, 0.5, 1e-12
 #: CG iteration cap per half-step: ``CG_MAX_ITER_FACTOR · d + 10``.
 CG_MAX_ITER_FACTOR = 2
 #: Sketch size ``s = SKETCH_FACTOR · d``.
