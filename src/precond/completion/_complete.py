@@ -32,9 +32,9 @@ a relative residual per row, capped at ``CG_MAX_ITER_FACTOR · d + 10`` iteratio
 Thm. 4.2 and its regression-solver appendix) need each approximate regression accurate to an ``ε_reg`` polynomially
 small in the target error; AltMin contracts the error geometrically, so a tolerance shrinking geometrically keeps
 the solve error below the contraction's error at every step (linear convergence of inexact AltMin) while the early
-iterations stay cheap.  ``CG_TOL_START = 0.1`` (was 0.01): on the benchmark's synthetic problems it cuts the CG
-iterations of 15 outer iterations by a third (k = 32: 57 against 87; k = 128: 134 against 205) and still reaches
-the exact solver's test RMSE in as many outer iterations; 0.3 no longer does.  Each CG run starts from the previous iterate and never increases that row's ridge objective,
+iterations stay cheap (the start, ``CG_TOL_START``, is the loosest tried (0.01–0.3) that reaches the exact solver's RMSE in
+as many outer iterations on the benchmark's problems; BENCHMARKS.md).  Each CG run starts from the previous iterate
+and never increases that row's ridge objective,
 so the ALS objective is still non-increasing.
 """
 
