@@ -252,3 +252,11 @@ def test_auto_mixes_exact_and_cg_buckets_and_still_recovers(monkeypatch: pytest.
     assert _rel_error(res, M) <= 1e-6
     assert all(s.exact_rows == n for s in res.solves)  # rows (|Ω_i| ≈ 200) by CG, columns (≈ 30) exact
     assert res.solves[0].cg_iterations > 0
+
+
+def test_bucket_max_is_the_largest_value_over_each_buckets_rows() -> None:
+    idx, _, _, m = _half_step_problem(2)
+    values = torch.randn(m, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    expected = [float(values[b.rows].max()) for b in idx.buckets]
+    assert idx.bucket_max(values) == expected
+    assert idx.bucket_max(values) == expected  # the cached bucket ids give the same answer

@@ -32,9 +32,9 @@ a relative residual per row, capped at ``CG_MAX_ITER_FACTOR · d + 10`` iteratio
 Thm. 4.2 and its regression-solver appendix) need each approximate regression accurate to an ``ε_reg`` polynomially
 small in the target error; AltMin contracts the error geometrically, so a tolerance shrinking geometrically keeps
 the solve error below the contraction's error at every step (linear convergence of inexact AltMin) while the early
-iterations stay cheap (the start, ``CG_TOL_START``, is the loosest tried (0.01–0.3) that reaches the exact solver's RMSE in
-as many outer iterations on the benchmark's problems; BENCHMARKS.md).  Each CG run starts from the previous iterate
-and never increases that row's ridge objective,
+iterations stay cheap (the start, ``CG_TOL_START``, is the loosest tried, 0.01–0.3, that reaches the exact solver's
+RMSE in as many outer iterations on the benchmark's problems; BENCHMARKS.md).  Each CG run starts from the previous
+iterate and never increases that row's ridge objective,
 so the ALS objective is still non-increasing.
 """
 
@@ -79,8 +79,8 @@ AUTO_CG_KAPPA = 1e3
 
 def auto_method(width: int, d: int, kappa: float = 1.0) -> str:
     """``"exact"`` or ``"cg"`` for a bucket of rows of ``width`` observations, design width ``d`` and estimated
-    condition number ``kappa`` (:func:`~._solve.condition_estimate`): the cheaper by the cost model in the module
-    docstring, CG only for ``kappa ≤ AUTO_CG_KAPPA``."""
+    condition number ``kappa`` (the largest :func:`~._solve.condition_estimates` over the bucket): the cheaper by
+    the cost model in the module docstring, CG only for ``kappa ≤ AUTO_CG_KAPPA``."""
     exact = width * d * d + d**3
     cg = 2 * (1 + AUTO_CG_ITERS) * SPARSE_PASS_COST * width * d
     return "cg" if kappa <= AUTO_CG_KAPPA and cg < exact else "exact"

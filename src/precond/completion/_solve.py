@@ -118,6 +118,8 @@ class RowIndex:
         self.counts = torch.bincount(self.index, minlength=n_rows)
         self.indptr = torch.cat([self.counts.new_zeros(1), torch.cumsum(self.counts, 0)])
         self._buckets: list[RowBucket] | None = None
+        self._bucket_of: torch.Tensor | None = None
+        self._bucket_rows = self.counts.new_zeros(0)
         self._sets: dict[bytes, RowSet] = {}
 
     @property
@@ -129,6 +131,18 @@ class RowIndex:
                 for b in pad_buckets(self.counts)
             ]
         return self._buckets
+
+    def bucket_max(self, values: torch.Tensor) -> list[float]:
+        """The largest of ``values`` ``[n_rows]`` over each bucket's rows, in :attr:`buckets` order."""
+        buckets = self.buckets
+        if self._bucket_of is None:
+            self._bucket_of = torch.cat(
+                [torch.full_like(b.rows, i) for i, b in enumerate(buckets)] or [self.counts.new_zeros(0)]
+            )
+            self._bucket_rows = torch.cat([b.rows for b in buckets] or [self.counts.new_zeros(0)])
+        out = values.new_full((len(buckets),), -math.inf)
+        out.scatter_reduce_(0, self._bucket_of, values[self._bucket_rows], "amax")
+        return out.tolist()
 
     def row_set(self, rows: torch.Tensor) -> RowSet:
         """The :class:`RowSet` of ``rows`` (in that order), cached (at most :data:`ROW_SET_CACHE`): a fit asks for
@@ -255,14 +269,19 @@ def _solve_cg(
     return segment_pcg(matvec, rhs, tol=tol, max_iter=max_iter, x0=x0, precond=precond)
 
 
-def condition_estimate(gram_mean: torch.Tensor, lam: torch.Tensor, counts: torch.Tensor, d: int) -> float:
-    """The largest ``κ(W_iᵀW_i + λ_i I)`` of some rows, estimated from the mean eigenvalue ``μ_i = ‖W_i‖_F²/d`` of
-    each row's Gram by the Marchenko–Pastur edges ``μ_i (1 ± √(d/w_i))²`` of a random-like ``w_i × d`` design:
+def condition_estimates(gram_mean: torch.Tensor, lam: torch.Tensor, counts: torch.Tensor, d: int) -> torch.Tensor:
+    """``κ(W_iᵀW_i + λ_i I)`` of every row, estimated from the mean eigenvalue ``μ_i = ‖W_i‖_F²/d`` of its Gram by
+    the Marchenko–Pastur edges ``μ_i (1 ± √(d/w_i))²`` of a random-like ``w_i × d`` design:
     ``κ_i ≈ (μ_i (1 + √(d/w_i))² + λ_i) / (μ_i (1 − √(d/w_i))²₊ + λ_i)`` (``inf`` for a singular system)."""
     ratio = (d / counts.to(gram_mean.dtype)).sqrt()
     top = gram_mean * (1 + ratio).square() + lam
     bottom = gram_mean * (1 - ratio).clamp_min(0.0).square() + lam
-    kappa = torch.where(bottom > 0, top / bottom.clamp_min(torch.finfo(gram_mean.dtype).tiny), math.inf)
+    return torch.where(bottom > 0, top / bottom.clamp_min(torch.finfo(gram_mean.dtype).tiny), math.inf)
+
+
+def condition_estimate(gram_mean: torch.Tensor, lam: torch.Tensor, counts: torch.Tensor, d: int) -> float:
+    """The largest of :func:`condition_estimates` (``1.0`` for no rows)."""
+    kappa = condition_estimates(gram_mean, lam, counts, d)
     return float(kappa.max()) if kappa.numel() else 1.0
 
 
@@ -288,7 +307,7 @@ def solve_rows(
         target: ``[|Ω|]`` targets in the *original* observation order.
         lam: ``[n_rows]`` ridge weight ``λ_i ≥ 0`` per row.
         plan: one of :data:`METHODS` for every bucket, or ``(width, d, κ) ↦ method`` per bucket, ``κ`` the
-            bucket's largest :func:`condition_estimate`.
+            bucket's largest :func:`condition_estimates`.
         x0: CG warm start ``[n_rows, d]`` (required by the CG methods).
         tol, max_iter: CG relative-residual tolerance and iteration cap.
         sketch: ``(s, generator)`` of the ``"sketch_cg"`` preconditioner (:func:`precond.linalg.segment_sign_sketch`).
@@ -305,18 +324,13 @@ def solve_rows(
     design_ext = torch.cat([design, design.new_zeros((1, d))])  # padding (index −1) reads the zero row
     cg_rows: dict[str, list[torch.Tensor]] = {}
     exact_rows = 0
-    gram_mean = None
-    if not isinstance(plan, str):  # the cost model wants each bucket's conditioning: mean eigenvalue of W_iᵀW_i
-        row_norms = design.square().sum(1)
+    kappas: list[float] = []
+    if not isinstance(plan, str):  # the cost model wants each bucket's conditioning (one pass, one host read)
         gram_mean = torch.zeros(idx.n_rows, dtype=design.dtype, device=design.device)
-        gram_mean.index_add_(0, idx.index, row_norms[idx.other]).div_(d)
-    for bucket in idx.buckets:
-        if isinstance(plan, str):
-            method = plan
-        else:
-            assert gram_mean is not None
-            kappa = condition_estimate(gram_mean[bucket.rows], lam[bucket.rows], bucket.counts, d)
-            method = plan(bucket.width, d, kappa)
+        gram_mean.index_add_(0, idx.index, design.square().sum(1)[idx.other]).div_(d)
+        kappas = idx.bucket_max(condition_estimates(gram_mean, lam, idx.counts, d))
+    for b, bucket in enumerate(idx.buckets):
+        method = plan if isinstance(plan, str) else plan(bucket.width, d, kappas[b])
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if method != "exact":
