@@ -260,3 +260,20 @@ def test_bucket_max_is_the_largest_value_over_each_buckets_rows() -> None:
     expected = [float(values[b.rows].max()) for b in idx.buckets]
     assert idx.bucket_max(values) == expected
     assert idx.bucket_max(values) == expected  # the cached bucket ids give the same answer
+
+
+def test_a_half_step_whose_cg_buckets_hold_few_observations_is_solved_exactly() -> None:
+    from precond.completion._solve import solve_rows
+
+    idx, W, t, m = _half_step_problem(0)
+    lam = torch.full((m,), 0.3, dtype=torch.float64)
+    narrowest = min(b.width for b in idx.buckets)
+    plan = lambda w, d, kappa: "cg" if w == narrowest else "exact"  # noqa: E731
+    share = sum(int(b.counts.sum()) for b in idx.buckets if b.width == narrowest) / int(idx.indptr[-1])
+    x0 = torch.zeros(m, W.shape[1], dtype=torch.float64)
+    kw = {"x0": x0, "tol": 1e-14, "max_iter": 500}
+    _, mixed = solve_rows(idx, W, t, lam, plan, min_cg_share=share, **kw)  # type: ignore[arg-type]
+    got, exact = solve_rows(idx, W, t, lam, plan, min_cg_share=1.01 * share, **kw)  # type: ignore[arg-type]
+    assert mixed.cg_rows > 0 and exact.cg_rows == 0
+    assert exact.exact_rows == int((idx.counts > 0).sum())
+    torch.testing.assert_close(got, ridge_rows(idx, W, t, lam), rtol=0, atol=0)

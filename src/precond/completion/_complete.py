@@ -15,14 +15,16 @@ Row solvers (``solver=``), all batched over rows (:mod:`._solve`):
 * ``"auto"``: per bucket of rows of near-equal count ``w`` (:mod:`._solve`), the cheaper of ``"exact"`` and
   ``"cg"`` by the cost model of :func:`auto_method`, in multiply–adds of a batched Gram: exact ``w d² + d³``, CG
   ``2 (1 + AUTO_CG_ITERS) · SPARSE_PASS_COST · w d`` (the initial residual and every iteration are two sparse passes
-  over the row's ``w`` observations, one of those multiply–adds costing ``SPARSE_PASS_COST`` Gram ones).  Only
-  tall designs go to CG, ``w ≥ AUTO_CG_ASPECT · d``: a random-like ``w × d`` design then has ``κ(W_iᵀW_i) ≤
-  ((1 + 1/√a)/(1 − 1/√a))² = 9`` (Marchenko–Pastur, ``a = w/d = 4``) whatever the ridge, while a short row
-  (``w ≈ d``, ``λ_i`` small) is ill conditioned and cheap to factorize.  CG then wins once ``d + d²/w`` exceeds
-  ``2 (1 + AUTO_CG_ITERS) · SPARSE_PASS_COST`` (= 28): ``d ≳ 25`` for rows of 200 observations.  ``"sketch_cg"``
-  is not among ``"auto"``'s choices: on the designs of ALS (the other side's factor) its preconditioned CG runs as
-  many iterations as plain CG (measured, BENCHMARKS.md), so its sketches and factors are pure overhead there; it
-  is the solver for ill-conditioned designs, where plain CG's iteration count grows with ``κ(W_i)``.
+  over the row's ``w`` observations, one of those multiply–adds costing ``SPARSE_PASS_COST`` Gram ones).  CG wins
+  once ``d + d²/w`` exceeds ``2 (1 + AUTO_CG_ITERS) · SPARSE_PASS_COST`` (= 28): ``d ≳ 25`` for rows of 200
+  observations.  A bucket goes to CG only if its rows' estimated ``κ(W_iᵀW_i + λ_i I)`` is at most
+  ``AUTO_CG_KAPPA`` (:func:`~._solve.condition_estimates`: Marchenko–Pastur edges of a random-like design plus the
+  ridge; a short row with a small ridge is ill conditioned for CG and cheap to factorize), and a half-step's CG
+  buckets only if they hold at least ``AUTO_MIN_CG_SHARE`` of its observations (a CG run has a fixed cost per
+  iteration).  ``"sketch_cg"`` is not among ``"auto"``'s choices: on the designs of ALS (the other side's factor)
+  its preconditioned CG runs as many iterations as plain CG (measured, BENCHMARKS.md), so its sketches and factors
+  are overhead there; it is the solver for ill-conditioned designs, where plain CG's iteration count grows with
+  ``κ(W_i)``.
 
 Tolerance schedule of the CG solves at outer iteration ``t = 1, 2, …``:
 
@@ -73,8 +75,9 @@ SKETCH_FACTOR = 4
 #: the benchmark's problems, BENCHMARKS.md), and the cost of one multiply–add of a sparse pass (memory-bound) in
 #: multiply–adds of a batched Gram (compute-bound BLAS-3).
 AUTO_CG_ITERS, SPARSE_PASS_COST = 6, 2.0
-#: ``"auto"`` sends a bucket to CG only if its estimated condition number is at most this.
-AUTO_CG_KAPPA = 1e3
+#: ``"auto"`` sends a bucket to CG only if its estimated condition number is at most this, and a half-step's CG
+#: buckets only if they hold at least ``AUTO_MIN_CG_SHARE`` of its observations (else it solves every row exactly).
+AUTO_CG_KAPPA, AUTO_MIN_CG_SHARE = 1e3, 0.25
 
 
 def auto_method(width: int, d: int, kappa: float = 1.0) -> str:
@@ -149,6 +152,7 @@ class _HalfStep:
             max_iter=CG_MAX_ITER_FACTOR * d + 10,
             sketch=(SKETCH_FACTOR * d, self.generator),
             sse=sse,
+            min_cg_share=AUTO_MIN_CG_SHARE if self.solver == "auto" else 0.0,
         )
 
 

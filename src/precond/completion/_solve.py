@@ -298,6 +298,7 @@ def solve_rows(
     sketch: tuple[int, torch.Generator] | None = None,
     budget: int = BLOCK_NUMBERS,
     sse: bool = True,
+    min_cg_share: float = 0.0,
 ) -> tuple[torch.Tensor, CGStats]:
     """Solve every row's ridge problem; returns ``([n_rows, d], stats)``.
 
@@ -313,6 +314,8 @@ def solve_rows(
         sketch: ``(s, generator)`` of the ``"sketch_cg"`` preconditioner (:func:`precond.linalg.segment_sign_sketch`).
         budget: numbers of padded design (or sketch) per chunk.
         sse: compute :attr:`CGStats.sse` (one sampled product over the observations); ``nan`` otherwise.
+        min_cg_share: with a per-bucket ``plan``, solve every row exactly when the buckets it sends to CG hold less
+            than this share of the observations (a CG run's fixed cost per iteration is not worth a few rows).
 
     Rows without observations get ``x_i = 0``.  A CG row that hits ``max_iter`` keeps its last iterate (CG from
     ``x0`` never increases the row's ridge objective) and is counted in :attr:`CGStats.unconverged`.
@@ -329,8 +332,13 @@ def solve_rows(
         gram_mean = torch.zeros(idx.n_rows, dtype=design.dtype, device=design.device)
         gram_mean.index_add_(0, idx.index, design.square().sum(1)[idx.other]).div_(d)
         kappas = idx.bucket_max(condition_estimates(gram_mean, lam, idx.counts, d))
-    for b, bucket in enumerate(idx.buckets):
-        method = plan if isinstance(plan, str) else plan(bucket.width, d, kappas[b])
+    methods = [plan] * len(idx.buckets) if isinstance(plan, str) else []
+    if not isinstance(plan, str):
+        methods = [plan(bucket.width, d, kappa) for bucket, kappa in zip(idx.buckets, kappas, strict=True)]
+        cg_share = sum(int(b.counts.sum()) for b, m in zip(idx.buckets, methods, strict=True) if m != "exact")
+        if cg_share < min_cg_share * int(idx.indptr[-1]):
+            methods = ["exact"] * len(methods)
+    for bucket, method in zip(idx.buckets, methods, strict=True):
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if method != "exact":
