@@ -308,7 +308,8 @@ def solve_rows(
         target: ``[|Ω|]`` targets in the *original* observation order.
         lam: ``[n_rows]`` ridge weight ``λ_i ≥ 0`` per row.
         plan: one of :data:`METHODS` for every bucket, or ``(width, d, κ) ↦ method`` per bucket, ``κ`` the
-            bucket's largest :func:`condition_estimates`.
+            bucket's largest :func:`condition_estimates` (asked with ``κ = 1`` first: the estimates are computed
+            only if some bucket would then leave ``"exact"``, so a larger ``κ`` must never favour CG).
         x0: CG warm start ``[n_rows, d]`` (required by the CG methods).
         tol, max_iter: CG relative-residual tolerance and iteration cap.
         sketch: ``(s, generator)`` of the ``"sketch_cg"`` preconditioner (:func:`precond.linalg.segment_sign_sketch`).
@@ -327,14 +328,15 @@ def solve_rows(
     design_ext = torch.cat([design, design.new_zeros((1, d))])  # padding (index −1) reads the zero row
     cg_rows: dict[str, list[torch.Tensor]] = {}
     exact_rows = 0
-    kappas: list[float] = []
-    if not isinstance(plan, str):  # the cost model wants each bucket's conditioning (one pass, one host read)
-        gram_mean = torch.zeros(idx.n_rows, dtype=design.dtype, device=design.device)
-        gram_mean.index_add_(0, idx.index, design.square().sum(1)[idx.other]).div_(d)
-        kappas = idx.bucket_max(condition_estimates(gram_mean, lam, idx.counts, d))
-    methods = [plan] * len(idx.buckets) if isinstance(plan, str) else []
-    if not isinstance(plan, str):
-        methods = [plan(bucket.width, d, kappa) for bucket, kappa in zip(idx.buckets, kappas, strict=True)]
+    if isinstance(plan, str):
+        methods = [plan] * len(idx.buckets)
+    else:
+        methods = [plan(bucket.width, d, 1.0) for bucket in idx.buckets]  # by cost alone first
+        if any(m != "exact" for m in methods):  # then the conditioning (one pass, one host read)
+            gram_mean = torch.zeros(idx.n_rows, dtype=design.dtype, device=design.device)
+            gram_mean.index_add_(0, idx.index, design.square().sum(1)[idx.other]).div_(d)
+            kappas = idx.bucket_max(condition_estimates(gram_mean, lam, idx.counts, d))
+            methods = [plan(bucket.width, d, kappa) for bucket, kappa in zip(idx.buckets, kappas, strict=True)]
         cg_share = sum(int(b.counts.sum()) for b, m in zip(idx.buckets, methods, strict=True) if m != "exact")
         if cg_share < min_cg_share * int(idx.indptr[-1]):
             methods = ["exact"] * len(methods)
