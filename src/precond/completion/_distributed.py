@@ -21,10 +21,11 @@ ridge model and randomized SVD, :mod:`._biases`, :mod:`._init`) and broadcasts `
 Broadcasting, rather than recomputing on every rank, keeps the replicas bitwise equal (batched QR on CPU can
 depend on the thread count).  Rank 0 then needs the single-process memory of the start, ``O(|Ω| (k + 10))``; the
 iterations do not.  With ``solver="exact"`` or ``"cg"`` the factors equal those of ``complete`` up to rounding (the
-per-row solves are the same; only summation orders differ).  With ``"auto"`` a row's solver follows the width of
-its bucket, and a rank's buckets are not the single process's, so a row may be solved exactly on one and by CG on
-the other (equal to the CG tolerance).  With ``"sketch_cg"`` each rank draws its own sketches (stream seeded by
-``seed + rank``), so the result is as good but not equal.
+per-row solves are the same; only summation orders differ).  With ``"auto"`` a row's solver follows its bucket
+(width, conditioning) and its half-step's share of CG observations, and a rank's buckets are not the single
+process's, so a row may be solved exactly on one and by CG on the other (equal to the CG tolerance).  With
+``"sketch_cg"`` each rank draws its own sketches (stream seeded by ``seed + rank``), so the result is as good but
+not equal.
 
 Scaling, Netflix (m = 480,189 users, n = 17,770 movies, |Ω| = 1.0e8), k = 64, float64 (8 B), int64 indices, rows
 and columns cut into equal-observation slices, per worker per iteration (W = 8 | W = 64):

@@ -118,8 +118,7 @@ class RowIndex:
         self.counts = torch.bincount(self.index, minlength=n_rows)
         self.indptr = torch.cat([self.counts.new_zeros(1), torch.cumsum(self.counts, 0)])
         self._buckets: list[RowBucket] | None = None
-        self._bucket_of: torch.Tensor | None = None
-        self._bucket_rows = self.counts.new_zeros(0)
+        self._bucket_members: tuple[torch.Tensor, torch.Tensor] | None = None  # (bucket id, row) of each member
         self._sets: dict[bytes, RowSet] = {}
 
     @property
@@ -135,14 +134,15 @@ class RowIndex:
     def bucket_max(self, values: torch.Tensor) -> list[float]:
         """The largest of ``values`` ``[n_rows]`` over each bucket's rows, in :attr:`buckets` order."""
         buckets = self.buckets
-        if self._bucket_of is None:
-            self._bucket_of = torch.cat(
-                [torch.full_like(b.rows, i) for i, b in enumerate(buckets)] or [self.counts.new_zeros(0)]
+        if self._bucket_members is None:
+            empty = self.counts.new_zeros(0)
+            self._bucket_members = (
+                torch.cat([torch.full_like(b.rows, i) for i, b in enumerate(buckets)] or [empty]),
+                torch.cat([b.rows for b in buckets] or [empty]),
             )
-            self._bucket_rows = torch.cat([b.rows for b in buckets] or [self.counts.new_zeros(0)])
+        bucket_id, rows = self._bucket_members
         out = values.new_full((len(buckets),), -math.inf)
-        out.scatter_reduce_(0, self._bucket_of, values[self._bucket_rows], "amax")
-        return out.tolist()
+        return out.scatter_reduce_(0, bucket_id, values[rows], "amax").tolist()
 
     def row_set(self, rows: torch.Tensor) -> RowSet:
         """The :class:`RowSet` of ``rows`` (in that order), cached (at most :data:`ROW_SET_CACHE`): a fit asks for
@@ -277,12 +277,6 @@ def condition_estimates(gram_mean: torch.Tensor, lam: torch.Tensor, counts: torc
     top = gram_mean * (1 + ratio).square() + lam
     bottom = gram_mean * (1 - ratio).clamp_min(0.0).square() + lam
     return torch.where(bottom > 0, top / bottom.clamp_min(torch.finfo(gram_mean.dtype).tiny), math.inf)
-
-
-def condition_estimate(gram_mean: torch.Tensor, lam: torch.Tensor, counts: torch.Tensor, d: int) -> float:
-    """The largest of :func:`condition_estimates` (``1.0`` for no rows)."""
-    kappa = condition_estimates(gram_mean, lam, counts, d)
-    return float(kappa.max()) if kappa.numel() else 1.0
 
 
 def solve_rows(
