@@ -252,3 +252,57 @@ def test_parameters_without_gradient_are_untouched() -> None:
     assert torch.equal(b.detach(), torch.ones(2)) and b not in opt.state
     opt.zero_grad()  # no gradient at all: a no-op
     assert opt.step() is None
+
+
+# ---------------------------------------------------------------------------------------------- the CPU fast path
+def test_cpu_batches_give_the_whole_list_step_bitwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cutting the tensor lists into cache-sized batches (tensors split into views, small ones grouped, a
+    non-contiguous one kept whole) changes no bit of the step, with decay, masked and unmasked."""
+    import precond.optim.lion as lion
+
+    shapes = [(37, 29), (5,), (300, 7), (1,), (64, 64)]
+
+    def run(batch: int, ok: torch.Tensor | None) -> list[torch.Tensor]:
+        monkeypatch.setattr(lion, "CPU_BATCH", batch)
+        gen = torch.Generator().manual_seed(5)
+        params = [torch.randn(s, generator=gen) for s in shapes]
+        params[2] = params[2].t().contiguous().t()  # a non-contiguous parameter: kept whole
+        moms = [torch.randn(s, generator=gen) for s in shapes]
+        for _ in range(4):
+            grads = [torch.randn(s, generator=gen) for s in shapes]
+            lion_step_(params, grads, moms, lr=1e-2, beta1=0.9, beta2=0.99, weight_decay=0.1, ok=ok)
+        return params + moms
+
+    for ok in (None, torch.tensor(True)):
+        whole = run(1 << 30, ok)
+        for batch in (8, 64, 1000):
+            cut = run(batch, ok)
+            assert all(torch.equal(a, b) for a, b in zip(cut, whole, strict=True)), f"batch {batch}, ok={ok}"
+
+
+@pytest.mark.parametrize("budget", [1, 7, 64, 10_000])
+def test_cache_sized_batches_cover_every_element_once(budget: int) -> None:
+    from precond.optim._common import cache_sized_batches
+
+    a = [torch.zeros(s) for s in [(13, 5), (0,), (3,), (200,), (1,)]]
+    b = [torch.zeros_like(t) for t in a]
+    batches = cache_sized_batches([a, b], budget)
+    for x, y in batches:
+        assert len(x) == len(y)
+        assert sum(t.numel() for t in x) <= max(budget, max(t.numel() for t in x))
+        for t, u in zip(x, y, strict=True):
+            assert t.shape == u.shape
+            t.add_(1.0)
+            u.add_(2.0)
+    assert all(torch.equal(t, torch.ones_like(t)) for t in a)
+    assert all(torch.equal(t, torch.full_like(t, 2.0)) for t in b)
+
+
+def test_a_huge_finite_gradient_is_a_step_not_a_skip() -> None:
+    """Lion squares nothing: a finite gradient far beyond where a squared norm overflows still steps."""
+    p = nn.Parameter(torch.ones(3))
+    opt = Lion([p], lr=0.5)
+    p.grad = torch.tensor([1e30, -3e38, 0.0])
+    opt.step()
+    assert torch.equal(p.detach(), torch.tensor([0.5, 1.5, 1.0]))
+    assert int(opt.state[p]["nonfinite_skips"]) == 0

@@ -120,18 +120,24 @@ def check_ns(group: dict[str, Any], where: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- non-finite policy
-def nonfinite_flag(grads: list[torch.Tensor], policy: str) -> torch.Tensor | None:
+def nonfinite_flag(grads: list[torch.Tensor], policy: str, *, squared: bool = True) -> torch.Tensor | None:
     """A 0-d bool tensor, true when every gradient is finite (no host sync), for ``policy="skip"``.
 
     For ``policy="raise"`` it syncs, raises ``ValueError`` on a non-finite gradient and returns ``None``.  For
     ``policy="off"`` it checks nothing and returns ``None`` (torch.optim's behaviour: a non-finite gradient
     propagates; for training behind a ``GradScaler``, which skips such steps itself, it saves a pass over the
-    gradients).
+    gradients).  ``squared=True`` (optimizers whose step squares gradients: second moments, Kronecker factors)
+    also counts a finite gradient whose squared norm overflows float32 as non-finite, since its step would;
+    ``squared=False`` (Lion, whose step only interpolates and takes signs) checks finiteness alone, in the one
+    fused pass of :func:`all_finite`.
     """
     if not grads or policy == "off":
         return None
-    norms = torch._foreach_norm(grads)
-    ok = torch.isfinite(torch.stack([n.to(torch.float32) for n in norms]).square().sum())
+    if squared:
+        norms = torch._foreach_norm(grads)
+        ok = torch.isfinite(torch.stack([n.to(torch.float32) for n in norms]).square().sum())
+    else:
+        ok = all_finite(grads)
     if policy == "raise":
         if not bool(ok):
             raise ValueError(
@@ -140,6 +146,87 @@ def nonfinite_flag(grads: list[torch.Tensor], policy: str) -> torch.Tensor | Non
             )
         return None
     return ok
+
+
+def _fusable(g: torch.Tensor) -> bool:
+    """A plain dense gradient without a graph, which the fused check may rewrite with itself."""
+    return (
+        type(g) is torch.Tensor
+        and not g.requires_grad
+        and (g.is_contiguous() or g.is_contiguous(memory_format=torch.channels_last))
+    )
+
+
+def all_finite(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """A 0-d bool tensor (on the first tensor's device, no host sync): every entry of every tensor is finite.
+
+    Plain dense tensors go through GradScaler's own check, ``torch._amp_foreach_non_finite_check_and_unscale_``
+    with scale 1: one fused pass per (device, dtype) that writes each entry back multiplied by 1, which leaves
+    every finite entry bitwise unchanged (a non-finite one stays non-finite; its step is skipped anyway).  It
+    reads as fast as a sum and is one dispatch, where a per-tensor reduction pays one per tensor.  Other tensors
+    (overlapping views such as ``expand``, tensor subclasses, gradients that carry a graph) are never written:
+    their norms are checked instead (finite exactly when the entries are, short of a norm above float's range).
+    """
+    device = tensors[0].device
+    by_key: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+    rest: list[torch.Tensor] = []
+    for t in tensors:
+        if _fusable(t):
+            by_key.setdefault((t.device, t.dtype), []).append(t)
+        else:
+            rest.append(t)
+    found: dict[torch.device, torch.Tensor] = {}
+    for (dev, _), same in by_key.items():
+        if dev not in found:
+            found[dev] = torch.zeros((), dtype=torch.float32, device=dev)
+        torch._amp_foreach_non_finite_check_and_unscale_(same, found[dev], _one(dev))
+    flags = [f == 0 if dev == device else (f == 0).to(device) for dev, f in found.items()]
+    if rest:
+        norms = torch._foreach_norm(rest)
+        flags.append(torch.isfinite(torch.stack([n.to(torch.float32).to(device) for n in norms]).sum()))
+    return flags[0] if len(flags) == 1 else torch.stack(flags).all()
+
+
+_ONES: dict[torch.device, torch.Tensor] = {}
+
+
+def _one(device: torch.device) -> torch.Tensor:
+    """A cached float32 1 on ``device`` (the unscale factor of :func:`all_finite`; never written)."""
+    one = _ONES.get(device)
+    if one is None:
+        one = _ONES[device] = torch.ones((), dtype=torch.float32, device=device)
+    return one
+
+
+def cache_sized_batches(lists: list[list[torch.Tensor]], budget: int) -> list[list[list[torch.Tensor]]]:
+    """``lists`` (parallel lists of same-shaped tensors) cut into batches of at most ``budget`` elements each.
+
+    An elementwise step over long tensor lists on the CPU runs pass after pass over every tensor, each pass
+    streaming the whole list through memory; run batch by batch, a batch's tensors stay in cache from one pass to
+    the next.  Small tensors are grouped whole; a tensor above ``budget`` is cut into flat views of ``budget``
+    elements (a multiple of every SIMD width, so each element is computed as in the whole tensor).  Every tensor
+    must be contiguous for its cut (a non-contiguous one is kept whole).
+    """
+    if sum(t.numel() for t in lists[0]) <= budget:
+        return [lists]
+    batches: list[list[list[torch.Tensor]]] = []
+    current: list[list[torch.Tensor]] = [[] for _ in lists]
+    size = 0
+    for same in zip(*lists, strict=True):
+        n = same[0].numel()
+        if n > budget and all(t.is_contiguous() for t in same):
+            flats = [t.view(-1) for t in same]
+            batches += [[[f[s : s + budget]] for f in flats] for s in range(0, n, budget)]
+            continue
+        if current[0] and size + n > budget:
+            batches.append(current)
+            current, size = [[] for _ in lists], 0
+        for batch, t in zip(current, same, strict=True):
+            batch.append(t)
+        size += n
+    if current[0]:
+        batches.append(current)
+    return batches
 
 
 def host_resolved(ok: torch.Tensor | None) -> torch.Tensor | None:

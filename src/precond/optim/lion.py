@@ -17,7 +17,19 @@ from typing import Any
 
 import torch
 
-from precond.optim._common import PrecondOptimizer, check_betas, check_lr, check_real, masked, state_dtype
+from precond.optim._common import (
+    PrecondOptimizer,
+    cache_sized_batches,
+    check_betas,
+    check_lr,
+    check_real,
+    masked,
+    nonfinite_flag,
+    state_dtype,
+)
+
+#: Elements per batch of the CPU step (1 MiB per float32 tensor list: three lists stay in a core's cache).
+CPU_BATCH = 1 << 18
 
 
 def lion_step_(
@@ -48,31 +60,39 @@ def lion_step_(
     if not params:
         return
     dtype = exp_avgs[0].dtype
-    g = [x.to(dtype) for x in grads]  # no copy when the gradient already has the state dtype
+    g = [x if x.dtype == dtype else x.to(dtype) for x in grads]
     if ok is not None:
         g = [torch.where(ok, x, -0.0) for x in g]  # the one masked pass; the rest is masked by its constants
     work = [p if p.dtype == dtype else p.to(dtype) for p in params]
-    # p ← p·(1 − lr·λ), in the state dtype
-    if weight_decay != 0:
-        torch._foreach_mul_(work, masked(1.0 - lr * weight_decay, ok, 1.0, dtype))
-    # u = sign(β1·m + (1 − β1)·g) = sign(lerp(m, g, 1 − β1)): one fused pass and the sign
-    u = torch._foreach_lerp(exp_avgs, g, 1.0 - beta1)
-    torch._foreach_sign_(u)
-    # p ← p − lr·u (u ∈ {−1, 0, 1}, so lr·u is exact), rounded once into the parameter
-    if ok is None:
-        torch._foreach_add_(work, u, alpha=-lr)
+    decay = masked(1.0 - lr * weight_decay, ok, 1.0, dtype) if weight_decay != 0 else None
+    step = None if ok is None else torch.where(ok, torch.full((), -lr, dtype=dtype, device=ok.device), 0.0)
+    weight = masked(1.0 - beta2, ok, 0.0, dtype)
+    # On the CPU, every pass below runs batch by batch (each batch's tensors stay in cache across the passes);
+    # an accelerator's fused multi-tensor kernels take the whole list at once.
+    if work[0].device.type == "cpu":
+        batches = cache_sized_batches([work, g, exp_avgs], CPU_BATCH)
     else:
-        step = torch.where(ok, torch.full((), -lr, dtype=dtype, device=ok.device), 0.0)
-        torch._foreach_addcmul_(work, u, [step] * len(u))
+        batches = [[work, g, exp_avgs]]
+    for w, gb, m in batches:
+        # p ← p·(1 − lr·λ), in the state dtype
+        if decay is not None:
+            torch._foreach_mul_(w, decay)
+        # u = sign(β1·m + (1 − β1)·g) = sign(lerp(m, g, 1 − β1)): one fused pass and the sign
+        u = torch._foreach_lerp(m, gb, 1.0 - beta1)
+        torch._foreach_sign_(u)
+        # p ← p − lr·u (u ∈ {−1, 0, 1}, so lr·u is exact), rounded once into the parameter
+        if step is None:
+            torch._foreach_add_(w, u, alpha=-lr)
+        else:
+            torch._foreach_addcmul_(w, u, [step] * len(u))
+        # m ← β2·m + (1 − β2)·g = lerp(m, g, 1 − β2)
+        if isinstance(weight, torch.Tensor):
+            torch._foreach_lerp_(m, gb, [weight] * len(gb))
+        else:
+            torch._foreach_lerp_(m, gb, weight)
     for p, w in zip(params, work, strict=True):
         if w is not p:
             p.copy_(w)
-    # m ← β2·m + (1 − β2)·g = lerp(m, g, 1 − β2)
-    weight = masked(1.0 - beta2, ok, 0.0, dtype)
-    if isinstance(weight, torch.Tensor):
-        torch._foreach_lerp_(exp_avgs, g, [weight] * len(g))
-    else:
-        torch._foreach_lerp_(exp_avgs, g, weight)
 
 
 class Lion(PrecondOptimizer):
@@ -89,7 +109,9 @@ class Lion(PrecondOptimizer):
             3-10× more than for AdamW to keep ``lr·λ``.
         nonfinite: ``"skip"`` (default) turns a step with a non-finite gradient into a bitwise no-op on
             parameters and momenta, without a host sync on accelerators (a finite CPU step reads its flag and
-            runs unmasked), and counts it in ``state[p]["nonfinite_skips"]``;
+            runs unmasked), and counts it in ``state[p]["nonfinite_skips"]``.  The check is GradScaler's fused
+            one (it rewrites each dense gradient entry with itself, bitwise unchanged); Lion squares nothing,
+            so a finite gradient is never skipped for its size;
             ``"off"`` skips the check (torch.optim's behaviour, e.g. behind a ``GradScaler``, which skips such steps
             itself); ``"raise"`` raises ``ValueError`` before touching anything (one host sync per step).
 
@@ -123,6 +145,10 @@ class Lion(PrecondOptimizer):
             state["exp_avg"] = torch.zeros_like(p, dtype=state_dtype(p), memory_format=torch.preserve_format)
             state["nonfinite_skips"] = torch.zeros((), dtype=torch.int64, device=p.device)
         return state
+
+    def _finite_flag(self, params: list[torch.Tensor]) -> torch.Tensor | None:
+        # Lion never squares a gradient: finiteness alone decides, in one fused pass
+        return nonfinite_flag([p.grad for p in params if p.grad is not None], self._nonfinite, squared=False)
 
     def _step_groups(self, groups: list[tuple[dict[str, Any], list[torch.Tensor]]], ok: torch.Tensor | None) -> None:
         for group, params in groups:
