@@ -73,18 +73,18 @@ def lion_step_(
         batches = cache_sized_batches([work, g, exp_avgs], CPU_BATCH)
     else:
         batches = [[work, g, exp_avgs]]
-    for w, gb, m in batches:
+    for pb, gb, m in batches:
         # p ← p·(1 − lr·λ), in the state dtype
         if decay is not None:
-            torch._foreach_mul_(w, decay)
+            torch._foreach_mul_(pb, decay)
         # u = sign(β1·m + (1 − β1)·g) = sign(lerp(m, g, 1 − β1)): one fused pass and the sign
         u = torch._foreach_lerp(m, gb, 1.0 - beta1)
         torch._foreach_sign_(u)
         # p ← p − lr·u (u ∈ {−1, 0, 1}, so lr·u is exact), rounded once into the parameter
         if step is None:
-            torch._foreach_add_(w, u, alpha=-lr)
+            torch._foreach_add_(pb, u, alpha=-lr)
         else:
-            torch._foreach_addcmul_(w, u, [step] * len(u))
+            torch._foreach_addcmul_(pb, u, [step] * len(u))
         # m ← β2·m + (1 − β2)·g = lerp(m, g, 1 − β2)
         if isinstance(weight, torch.Tensor):
             torch._foreach_lerp_(m, gb, [weight] * len(gb))
