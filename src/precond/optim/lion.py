@@ -157,14 +157,16 @@ class Lion(PrecondOptimizer):
             lr = group["lr"]
             lr = float(lr) if isinstance(lr, torch.Tensor) else lr
             beta1, beta2 = group["betas"]
-            by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+            by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}  # by parameter dtype: one state dtype each
             for p in params:
-                by_dtype.setdefault(state_dtype(p), []).append(p)
+                by_dtype.setdefault(p.dtype, []).append(p)
             for same in by_dtype.values():
-                states = [self._init_state(p) for p in same]
+                states = [self.state[p] for p in same]
+                if not all("exp_avg" in s for s in states):  # a first step, or a param added since: create it
+                    states = [self._init_state(p) for p in same]
                 lion_step_(
                     same,
-                    [p.grad for p in same if p.grad is not None],
+                    [p.grad for p in same],  # ``_grads`` kept only params with a gradient
                     [s["exp_avg"] for s in states],
                     lr=lr,
                     beta1=beta1,
@@ -172,4 +174,5 @@ class Lion(PrecondOptimizer):
                     weight_decay=group["weight_decay"],
                     ok=ok,
                 )
-                self._count_skips([s["nonfinite_skips"] for s in states], ok)
+                if ok is not None:
+                    self._count_skips([s["nonfinite_skips"] for s in states], ok)
