@@ -1,5 +1,7 @@
 """SOAP's step function and eigenbasis refresh as they were before issue 18's hot-path changes (precond at b5290c7),
-kept verbatim as the "same math" oracle of ``test_soap_hot_paths.py``."""
+kept verbatim as the "same math" oracle of ``test_soap_hot_paths.py`` with one marked exception: the masked factor
+decay is built in the factor's dtype (it was a float32 constant, which rounded ``shampoo_beta`` for float64 state on
+masked steps only; the fused decay of ``accumulate_gram_`` uses the exact value on every step)."""
 
 from __future__ import annotations
 
@@ -83,7 +85,8 @@ def soap_block_step_before_(
     def accumulate() -> None:
         for factor, gram in zip(factors, grams, strict=True):
             if factor is not None and gram is not None:
-                factor.mul_(masked(shampoo_beta, keep, 1.0)).add_(gram, alpha=1.0 - shampoo_beta)
+                # the exception: ``dtype=factor.dtype`` (was the float32 default)
+                factor.mul_(masked(shampoo_beta, keep, 1.0, factor.dtype)).add_(gram, alpha=1.0 - shampoo_beta)
 
     if initialize:
         accumulate()

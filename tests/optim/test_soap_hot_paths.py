@@ -192,15 +192,29 @@ def test_one_step_on_the_same_state_is_the_old_step(
             torch.testing.assert_close(a, b, rtol=1e-5, atol=2e-5)
 
 
-def test_refresh_is_bitwise_the_old_refresh() -> None:
-    """Default refresh: the QR without R and the in-place column scaling change no bit."""
+@pytest.mark.parametrize("d", [30, 257])
+def test_refresh_is_the_old_refresh_within_rounding(d: int) -> None:
+    """Default refresh against the one before its column norms became a sum of squares (``norm(dim=-2)`` is
+    several times slower across the stride) and its slot placement an inverse-permutation gather (the same
+    entries as the old scatter): the same basis to float32 rounding, the same column signs, nothing failed."""
     torch.manual_seed(0)
-    a = torch.randn(3, 30, 50)
+    a = torch.randn(3, d, d + 20)
     factors = a @ a.mT
-    basis = torch.linalg.qr(torch.randn(3, 30, 30)).Q
+    basis = torch.linalg.qr(torch.randn(3, d, d)).Q
     new, failed = refresh_eigenbasis(factors, basis)
     old, old_failed = refresh_eigenbasis_before(factors, basis)
-    assert torch.equal(new, old) and torch.equal(failed, old_failed)
+    assert torch.equal(failed, old_failed) and not bool(failed.any())
+    torch.testing.assert_close(new, old, rtol=0, atol=2e-5)
+    assert torch.equal(new.sum(-2).sign(), old.sum(-2).sign())
+
+
+def test_slots_by_inverse_gather_are_the_scatter_bitwise() -> None:
+    g = torch.Generator().manual_seed(2)
+    q = torch.randn(4, 9, 9, generator=g)
+    order = torch.stack([torch.randperm(9, generator=g) for _ in range(4)])
+    scattered = torch.empty_like(q).scatter_(-1, order[:, None, :].expand_as(q), q)
+    gathered = q.gather(-1, order.argsort(dim=-1)[:, None, :].expand_as(q))
+    assert torch.equal(scattered, gathered)
 
 
 @pytest.mark.parametrize("shape", [(5, 7), (9, 3), (4, 3, 6), (3, 2, 4, 5)])
@@ -228,6 +242,23 @@ def test_accumulate_gram_is_the_gram_sum(shape: tuple[int, ...]) -> None:
         want = factor + 0.25 * contract_all_but(x, i)
         torch.testing.assert_close(accumulate_gram_(factor, x, i, 0.25), want, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(factor, want, rtol=1e-12, atol=1e-12)  # in place
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (4, 3, 6)])
+def test_accumulate_gram_decays_inside_the_gemm_and_masks_bitwise(shape: tuple[int, ...]) -> None:
+    """``beta`` is the EMA decay (``beta·F + alpha·C_i(x)``); ``keep`` true is bitwise the unmasked update and
+    ``keep`` false leaves the factor bitwise unchanged."""
+    x = torch.randn(3, *shape, dtype=torch.float64)
+    for i, d in enumerate(shape):
+        factor = torch.randn(3, d, d, dtype=torch.float64)
+        want = 0.95 * factor + 0.05 * contract_all_but(x, i)
+        plain = accumulate_gram_(factor.clone(), x, i, 0.05, beta=0.95)
+        torch.testing.assert_close(plain, want, rtol=1e-13, atol=1e-13)
+        kept = accumulate_gram_(factor.clone(), x, i, 0.05, beta=0.95, keep=torch.tensor(True))
+        assert torch.equal(kept, plain)
+        skipped = factor.clone()
+        accumulate_gram_(skipped, x, i, 0.05, beta=0.95, keep=torch.tensor(False))
+        assert torch.equal(skipped, factor)
 
 
 # ---------------------------------------------------------------------------------------------- CholeskyQR2 and drift

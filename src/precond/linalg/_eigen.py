@@ -157,11 +157,14 @@ def _power_qr(
         shift = CHOLQR_SHIFT * factors.diagonal(dim1=-2, dim2=-1).sum(-1).abs() / d
         power = power.add_(basis * shift[:, None, None])
     # Unit columns: QR's Q is invariant to positive column scaling, and columns of tiny eigen-directions would
-    # otherwise sink into float32 subnormals, where LAPACK runs ~5x slower.  (In place: ``power`` is ours.)
-    power = power.div_(power.norm(dim=-2, keepdim=True).clamp_min(_ABS_FLOOR))
+    # otherwise sink into float32 subnormals, where LAPACK runs ~5x slower.  (In place: ``power`` is ours.  The
+    # norms as a sum of squares down the columns: ``norm(dim=-2)`` reduces across the rows' stride, ~7x slower.)
+    power = power.div_((power * power).sum(-2, keepdim=True).sqrt_().clamp_min(_ABS_FLOOR))
     ordered = power.gather(-1, index)
     q = _cholesky_qr2(ordered) if cholesky_qr else _householder_q(ordered)
-    new = torch.empty_like(q).scatter_(-1, index, q)
+    # back to the slots: gather with the inverse permutation (the same entries as a scatter, several times faster)
+    inverse = order.argsort(dim=-1)
+    new = q.gather(-1, inverse[:, None, :].expand_as(q))
     # the sum of an orthogonal Q's entries is 1ᵀQ1, at most d in magnitude: non-finite exactly when an entry is
     finite = torch.isfinite(new.sum((-2, -1)))
     if new.device.type == "cpu":  # the flag is read without a device sync: copy back only the failed members

@@ -59,18 +59,31 @@ def contract_all_but(x: torch.Tensor, dim: int) -> torch.Tensor:
     return unfolded @ unfolded.mT
 
 
-def accumulate_gram_(factor: torch.Tensor, x: torch.Tensor, dim: int, alpha: float) -> torch.Tensor:
-    """``factor += alpha · C_i(x)`` in place (one fused ``baddbmm``: no Gram matrix is allocated).
+def accumulate_gram_(
+    factor: torch.Tensor,
+    x: torch.Tensor,
+    dim: int,
+    alpha: float,
+    *,
+    beta: float = 1.0,
+    keep: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``factor ← beta · factor + alpha · C_i(x)`` in place (one fused ``baddbmm``: no Gram matrix is allocated,
+    and the decay ``beta`` is GEMM's own, so the factor is read and written once).
 
-    The same sum as ``factor.add_(contract_all_but(x, dim), alpha=alpha)`` up to float rounding.
+    ``keep`` (0-d bool, optional) selects between the updated and the old factor without a host sync: false
+    leaves it bitwise unchanged, true gives bitwise the unmasked update (selected, not computed).  The same sum
+    as ``factor.mul_(beta).add_(contract_all_but(x, dim), alpha=alpha)`` up to float rounding.
     """
     if x.dim() == 3:
         a, b = (x, x.mT) if dim == 0 else (x.mT, x)
     else:
         a = x.movedim(dim + 1, 1).reshape(x.shape[0], x.shape[dim + 1], -1)
         b = a.mT
+    if keep is not None:
+        return factor.copy_(torch.where(keep.bool(), torch.baddbmm(factor, a, b, beta=beta, alpha=alpha), factor))
     # ``out=`` rather than ``baddbmm_``: the same kernel, and FLOP counters see it
-    return torch.baddbmm(factor, a, b, alpha=alpha, out=factor)
+    return torch.baddbmm(factor, a, b, beta=beta, alpha=alpha, out=factor)
 
 
 def change_basis(x: torch.Tensor, old: Factors, new: Factors) -> torch.Tensor:

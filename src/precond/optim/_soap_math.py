@@ -66,8 +66,8 @@ def soap_block_step_(
 
     def accumulate() -> None:
         for i, factor in enumerate(factors):
-            if factor is not None:  # a skipped step has zero grads: the factor is multiplied by 1, plus 0
-                accumulate_gram_(factor.mul_(masked(shampoo_beta, keep, 1.0)), grads, i, 1.0 - shampoo_beta)
+            if factor is not None:  # a skipped step (``ok`` false) keeps the old factor, selected
+                accumulate_gram_(factor, grads, i, 1.0 - shampoo_beta, beta=shampoo_beta, keep=ok)
 
     if initialize:
         accumulate()

@@ -166,7 +166,7 @@ class Lion(PrecondOptimizer):
                     states = [self._init_state(p) for p in same]
                 lion_step_(
                     same,
-                    [p.grad for p in same],  # ``_grads`` kept only params with a gradient
+                    [p.grad for p in same if p.grad is not None],  # all of them: ``_grads`` kept only those
                     [s["exp_avg"] for s in states],
                     lr=lr,
                     beta1=beta1,
