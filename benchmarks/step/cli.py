@@ -107,7 +107,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--out",
         type=Path,
-        help=f"JSON results file (default {DEFAULT_OUT.name}, --family: {FAMILY_OUT.name}, in {DEFAULT_OUT.parent})",
+        help=f"JSON results file (default {DEFAULT_OUT}, --family: {FAMILY_OUT}; a relative path is taken from the "
+        "working directory, like any shell path)",
     )
     args = parser.parse_args(argv)
     if args.family:
@@ -125,6 +126,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         args.steps, args.warmup, args.max_warmup = args.steps or 100, args.warmup or 20, args.max_warmup or 200
     args.out = args.out or (FAMILY_OUT if args.family else DEFAULT_OUT)
+    try:  # before any timing: a run of minutes must not end on an unwritable path
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        existed = args.out.exists()
+        with args.out.open("a"):
+            pass
+        if not existed:
+            args.out.unlink()
+    except OSError as err:
+        parser.error(f"--out {args.out}: cannot write the results there ({err}); pass a writable file path")
     unknown_workloads = set(args.workloads.split(",")) - set(WORKLOADS)
     if unknown_workloads:
         parser.error(f"unknown workloads {sorted(unknown_workloads)}: choose from {','.join(WORKLOADS)}")
@@ -143,6 +153,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         for workload in args.workloads.split(","):
             results[workload] = run_workload(workload, args)
             print_workload(workload, results[workload])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
     print(f"\nwrote {args.out}")

@@ -140,6 +140,11 @@ def test_bad_options_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[s
             cli.main([*argv, "--out", str(tmp_path / "x.json")])
         assert info.value.code == 2 and message in capsys.readouterr().err
         assert not (tmp_path / "x.json").exists()
+    for out in (tmp_path, tmp_path / "file" / "x.json"):  # a folder; a path under a file
+        (tmp_path / "file").write_text("")
+        with pytest.raises(SystemExit) as info:
+            cli.main(["--quick", "--out", str(out)])
+        assert info.value.code == 2 and "--out" in capsys.readouterr().err
 
 
 @pytest.mark.slow
