@@ -140,3 +140,25 @@ def test_segment_sign_sketch_sums_the_entries_of_each_residue_with_signs(s: int)
             torch.testing.assert_close(SY[i].T @ SY[i], W.T @ W, rtol=1e-13, atol=1e-13)
     with pytest.raises(ValueError, match="`sketch_rows` must be ≥ 1"):
         segment_sign_sketch(indptr, cols, torch.eye(n), 0, torch.Generator())
+
+
+def test_compact_indices_give_the_same_products_bitwise() -> None:
+    """int32 CSR indices (:func:`compact_indices`) change no bit of :func:`segment_csr` products or
+    :func:`segment_dot`; indices that are already int32 are returned as they are."""
+    from precond.linalg import compact_indices, segment_csr, segment_dot
+
+    g = torch.Generator().manual_seed(4)
+    counts = torch.randint(0, 9, (40,), generator=g)
+    indptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    columns = torch.cat([torch.randperm(30, generator=g)[: int(c)].sort().values for c in counts])
+    small = compact_indices(indptr, columns)
+    assert small[0].dtype == torch.int32 and small[1].dtype == torch.int32
+    assert compact_indices(*small)[0] is small[0]
+    values = torch.randn(columns.numel(), generator=g)
+    X, Y = torch.randn(40, 5, generator=g), torch.randn(30, 5, generator=g)
+    assert torch.equal(segment_csr(*small, values, 30) @ Y, segment_csr(indptr, columns, values, 30) @ Y)
+    assert torch.equal(segment_dot(*small, X, Y), segment_dot(indptr, columns, X, Y))
+    dense = torch.zeros(40, 30)
+    rows = torch.repeat_interleave(torch.arange(40), counts)
+    dense[rows, columns] = values
+    torch.testing.assert_close(segment_csr(*small, values, 30) @ Y, dense @ Y)

@@ -401,11 +401,19 @@ def complete(
         cg_tol = 0.0 if solver == "exact" else cg_tolerance(iterations, dt)
         if biases:
             x, s_row = row_step(
-                torch.cat([V, ones_n], 1), centered - cb[c], torch.cat([U, b[:, None]], 1), cg_tol, sse=False
+                torch.cat([V, ones_n], 1),
+                centered - cb.index_select(0, c),
+                torch.cat([U, b[:, None]], 1),
+                cg_tol,
+                sse=False,
             )
             U, b = x[:, :k], x[:, k]
             y, s_col = col_step(
-                torch.cat([U, ones_m], 1), centered - b[r], torch.cat([V, cb[:, None]], 1), cg_tol, sse=parts is None
+                torch.cat([U, ones_m], 1),
+                centered - b.index_select(0, r),
+                torch.cat([V, cb[:, None]], 1),
+                cg_tol,
+                sse=parts is None,
             )
             V, cb = y[:, :k], y[:, k]
         else:
@@ -429,11 +437,17 @@ def complete(
         if parts is None:  # the column half-step saw every observation: its residual is the objective's
             sse = s_col.sse
         else:
-            sse = float((centered - (U[r] * V[c]).sum(1)).double().square().sum())
+            sse = float((centered - (U.index_select(0, r) * V.index_select(0, c)).sum(1)).double().square().sum())
         val_rmse = None
         if val is not None:
             vr, vc, vv = val
-            pred = (U[vr] * V[vc]).sum(1) + b[vr] + cb[vc] + mean
+            # ``index_select``: several times faster than ``[]`` gathers on the CPU
+            pred = (
+                (U.index_select(0, vr) * V.index_select(0, vc)).sum(1)
+                + b.index_select(0, vr)
+                + cb.index_select(0, vc)
+                + mean
+            )
             val_rmse = math.sqrt(float((vv - pred).double().square().mean()))
         used = solver if s_row.cg_rows + s_col.cg_rows else "exact"  # "auto" that solved every row exactly
         fit, lams = (U, V, b, cb), (lam_u, lam_v)

@@ -48,8 +48,8 @@ def spectral_init(
         X, Xt = _csr(rows, cols, vals, (m, n)), _csr(cols, rows, vals, (n, m))
     else:
         by_row, by_col = index
-        X = segment_csr(by_row.indptr, by_row.other, vals[by_row.order], n)
-        Xt = segment_csr(by_col.indptr, by_col.other, vals[by_col.order], m)
+        X = segment_csr(*by_row.csr, vals.index_select(0, by_row.order), n)
+        Xt = segment_csr(*by_col.csr, vals.index_select(0, by_col.order), m)
     q = torch.linalg.qr(X @ probe).Q
     for _ in range(power_iterations):
         z = torch.linalg.qr(Xt @ q).Q

@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from precond.linalg import pad_buckets, segment_csr, segment_dot, segment_pcg, segment_sign_sketch
+from precond.linalg import compact_indices, pad_buckets, segment_csr, segment_dot, segment_pcg, segment_sign_sketch
 
 #: Default budget of a chunk: this many numbers of padded design (2¹⁸ ≈ 262 k, 2 MB in float64: a chunk stays in
 #: the caches between its gather and its Gram).
@@ -90,6 +90,10 @@ class RowSet:
     other: torch.Tensor
     order: torch.Tensor
     counts: torch.Tensor
+    csr: tuple[torch.Tensor, torch.Tensor] = field(init=False, repr=False)  # (indptr, other) for the sparse kernels
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "csr", compact_indices(self.indptr, self.other))
 
     def slice(self, start: int, stop: int) -> RowSet:
         """Rows ``start … stop − 1`` of this set."""
@@ -117,6 +121,7 @@ class RowIndex:
         self.order, self.index, self.other, self.n_rows = order, index[order], other[order], n_rows
         self.counts = torch.bincount(self.index, minlength=n_rows)
         self.indptr = torch.cat([self.counts.new_zeros(1), torch.cumsum(self.counts, 0)])
+        self.csr = compact_indices(self.indptr, self.other)  # (indptr, other) for the sparse kernels
         self._buckets: list[RowBucket] | None = None
         self._bucket_members: tuple[torch.Tensor, torch.Tensor] | None = None  # (bucket id, row) of each member
         self._sets: dict[bytes, RowSet] = {}
@@ -217,7 +222,7 @@ def _solve_exact(
             W = _take(design_ext, part.design)
             torch.bmm(W.mT, W, out=gram[start : start + W.shape[0]])
             start += W.shape[0]
-        xs.append(_exact(gram, rhs[group.rows], lam[group.rows], group.counts))
+        xs.append(_exact(gram, rhs.index_select(0, group.rows), lam.index_select(0, group.rows), group.counts))
     return torch.cat(xs) if xs else design_ext.new_zeros((0, d))
 
 
@@ -263,8 +268,8 @@ def _solve_cg(
     n_other = design.shape[0]
 
     def matvec(p: torch.Tensor) -> torch.Tensor:
-        wp = segment_dot(rs.indptr, rs.other, p, design)  # W_i p_i at the observed entries
-        return segment_csr(rs.indptr, rs.other, wp, n_other) @ design + lam[:, None] * p
+        wp = segment_dot(*rs.csr, p, design)  # W_i p_i at the observed entries
+        return segment_csr(*rs.csr, wp, n_other) @ design + lam[:, None] * p
 
     return segment_pcg(matvec, rhs, tol=tol, max_iter=max_iter, x0=x0, precond=precond)
 
@@ -317,8 +322,8 @@ def solve_rows(
     """
     d, n_other = design.shape[1], design.shape[0]
     out = torch.zeros(idx.n_rows, d, dtype=design.dtype, device=design.device)
-    t = target[idx.order]
-    rhs = segment_csr(idx.indptr, idx.other, t, n_other) @ design  # W_iᵀ t_i of every row
+    t = target.index_select(0, idx.order)  # (``index_select``: several times faster than ``[]`` on the CPU)
+    rhs = segment_csr(*idx.csr, t, n_other) @ design  # W_iᵀ t_i of every row
     design_ext = torch.cat([design, design.new_zeros((1, d))])  # padding (index −1) reads the zero row
     cg_rows: dict[str, list[torch.Tensor]] = {}
     exact_rows = 0
@@ -328,7 +333,7 @@ def solve_rows(
         methods = [plan(bucket.width, d, 1.0) for bucket in idx.buckets]  # by cost alone first
         if any(m != "exact" for m in methods):  # then the conditioning (one pass, one host read)
             gram_mean = torch.zeros(idx.n_rows, dtype=design.dtype, device=design.device)
-            gram_mean.index_add_(0, idx.index, design.square().sum(1)[idx.other]).div_(d)
+            gram_mean.index_add_(0, idx.index, design.square().sum(1).index_select(0, idx.other)).div_(d)
             kappas = idx.bucket_max(condition_estimates(gram_mean, lam, idx.counts, d))
             methods = [plan(bucket.width, d, kappa) for bucket, kappa in zip(idx.buckets, kappas, strict=True)]
         cg_share = sum(int(b.counts.sum()) for b, m in zip(idx.buckets, methods, strict=True) if m != "exact")
@@ -341,7 +346,7 @@ def solve_rows(
             singular = (lam[bucket.rows] == 0) & (bucket.counts < d)
             cg_rows.setdefault(method, []).append(bucket.rows[~singular])
             bucket = bucket.select(singular)
-        out[bucket.rows] = _solve_exact(bucket, design_ext, rhs, lam, budget)
+        out.index_copy_(0, bucket.rows, _solve_exact(bucket, design_ext, rhs, lam, budget))
         exact_rows += int(bucket.rows.numel())
     iterations = unconverged = n_cg = 0
     for method, parts in cg_rows.items():
@@ -354,16 +359,17 @@ def solve_rows(
         if method == "sketch_cg":
             if sketch is None:
                 raise ValueError("method 'sketch_cg' needs `sketch=(s, generator)`")
-            precond = _sketch_precond(rs, design, lam[rs.rows], sketch[0], sketch[1], budget)
-        x0_rs = x0[rs.rows].to(design.dtype)
-        x, its, ok = _solve_cg(rs, design, rhs[rs.rows], lam[rs.rows], x0_rs, tol, max_iter, precond)
-        out[rs.rows] = x
+            precond = _sketch_precond(rs, design, lam.index_select(0, rs.rows), sketch[0], sketch[1], budget)
+        x0_rs = x0.index_select(0, rs.rows).to(design.dtype)
+        rhs_rs, lam_rs = rhs.index_select(0, rs.rows), lam.index_select(0, rs.rows)
+        x, its, ok = _solve_cg(rs, design, rhs_rs, lam_rs, x0_rs, tol, max_iter, precond)
+        out.index_copy_(0, rs.rows, x)
         iterations = max(iterations, int(its.max()))
         unconverged += int((~ok).sum())
         n_cg += int(rs.rows.numel())
     total = float("nan")
     if sse:
-        total = float((t - segment_dot(idx.indptr, idx.other, out, design)).double().square().sum())
+        total = float((t - segment_dot(*idx.csr, out, design)).double().square().sum())
     return out, CGStats(iterations, unconverged, exact_rows, total, n_cg)
 
 

@@ -106,6 +106,18 @@ def block_sign_sketch(W: torch.Tensor, sketch_rows: int, generator: torch.Genera
 # --- the same segments as one sparse CSR matrix: matrix-free products without a gathered design ---------------
 
 
+def compact_indices(indptr: torch.Tensor, columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(indptr, columns)`` as int32 when every value fits (else unchanged), for :func:`segment_csr` and
+    :func:`segment_dot`: with 32-bit indices torch's CPU sparse kernels skip a conversion of both arrays per call
+    (an SpMM and a sampled product run ~20 % faster; same results).  Convert once, reuse for every product."""
+    limit = torch.iinfo(torch.int32).max
+    if indptr.dtype == torch.int32 or columns.numel() > limit or int(indptr[-1]) > limit:
+        return indptr, columns
+    if columns.numel() and int(columns.max()) > limit:
+        return indptr, columns
+    return indptr.to(torch.int32), columns.to(torch.int32)
+
+
 def segment_csr(indptr: torch.Tensor, columns: torch.Tensor, values: torch.Tensor, n_columns: int) -> torch.Tensor:
     """The ``[n_seg, n_columns]`` sparse CSR matrix whose row ``i`` holds ``values[indptr[i]:indptr[i+1]]`` at
     ``columns[…]`` (columns ascending within a row; not checked)."""
