@@ -181,6 +181,21 @@ def test_nonfinite_raise_raises_and_changes_nothing(name: str) -> None:
         assert torch.equal(now[path], old), f"{name}: state {path} changed on a refused step"
 
 
+@pytest.mark.parametrize("name", OURS)
+def test_a_large_finite_float16_gradient_is_not_refused(name: str) -> None:
+    """A finite float16 gradient whose norm passes 65504, float16's largest value (300 per entry over 65,536
+    entries: 76,800), is stepped: the finiteness check takes 16-bit norms in float32.  (Before, every optimizer
+    but Lion refused it as an overflow.)"""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(256, 256), nn.Linear(256, 4)).half()
+    opt = create(name, model, nonfinite="raise")
+    for value in (0.01, 300.0):
+        for p in model.parameters():
+            p.grad = torch.full_like(p, value)
+        opt.step()  # raises ValueError if the check overflows
+    assert all(torch.isfinite(p).all() for p in model.parameters()), f"{name}: non-finite parameters"
+
+
 # ---------------------------------------------------------------------------------------------- (d) bad arguments
 @pytest.mark.parametrize("name", OURS)
 def test_bad_arguments_raise_naming_the_argument(name: str) -> None:

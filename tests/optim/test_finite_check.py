@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from precond.optim._common import all_finite, nonfinite_flag
+from precond.optim._common import all_finite, float32_norms, nonfinite_flag
 
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 
@@ -15,7 +15,7 @@ DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 def _grads(dtype: torch.dtype) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     return [torch.randn(s, generator=g).to(dtype) for s in [(7, 5), (3,), (2, 3, 4, 5)]] + [
-        torch.randn(6, 4, generator=g).to(dtype).t()  # non-contiguous (a transpose): still fused
+        torch.randn(6, 4, generator=g).to(dtype).t()  # non-contiguous (a transpose): read through its norm
     ]
 
 
@@ -64,3 +64,14 @@ def test_squared_check_also_counts_overflowing_norms_and_the_plain_one_does_not(
     with pytest.raises(ValueError, match="non-finite"):
         nonfinite_flag([torch.tensor([float("nan")])], "raise", squared=False)
     assert nonfinite_flag([torch.tensor([float("nan")])], "off", squared=False) is None
+
+
+@pytest.mark.parametrize("squared", [True, False])
+def test_a_large_float16_gradient_is_finite_when_its_norm_passes_65504(squared: bool) -> None:
+    """A float16 norm would overflow at 65504 (300 per entry over 10^5 entries): the norms are float32."""
+    big = torch.full((100_000,), 300.0, dtype=torch.float16)
+    strided = torch.full((400, 250), 300.0, dtype=torch.float16).t()  # read through its norm
+    for grads in ([big], [strided]):
+        assert bool(nonfinite_flag(grads, "skip", squared=squared))
+    assert float32_norms([big])[0].dtype == torch.float32
+    torch.testing.assert_close(float32_norms([big])[0], torch.tensor(300.0 * 100_000**0.5), rtol=1e-3, atol=0)

@@ -134,8 +134,7 @@ def nonfinite_flag(grads: list[torch.Tensor], policy: str, *, squared: bool = Tr
     if not grads or policy == "off":
         return None
     if squared:
-        norms = torch._foreach_norm(grads)
-        ok = torch.isfinite(torch.stack([n.to(torch.float32) for n in norms]).square().sum())
+        ok = torch.isfinite(torch.stack(float32_norms(grads)).square().sum())
     else:
         ok = all_finite(grads)
     if policy == "raise":
@@ -146,6 +145,18 @@ def nonfinite_flag(grads: list[torch.Tensor], policy: str, *, squared: bool = Tr
             )
         return None
     return ok
+
+
+def float32_norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each tensor's 2-norm as a float32 0-d tensor (one ``_foreach_norm`` per precision class, no host sync).
+
+    16-bit tensors are accumulated and returned in float32: a float16 norm would overflow at 65504, which is a
+    finite gradient of only a few hundred per entry, and flag it as non-finite.
+    """
+    low = [t for t in tensors if t.dtype in (torch.float16, torch.bfloat16)]
+    rest = [t for t in tensors if t.dtype not in (torch.float16, torch.bfloat16)]
+    norms = list(torch._foreach_norm(low, 2, dtype=torch.float32)) if low else []
+    return norms + [n.to(torch.float32) for n in torch._foreach_norm(rest)] if rest else norms
 
 
 def _fusable(g: torch.Tensor) -> bool:
@@ -182,8 +193,7 @@ def all_finite(tensors: list[torch.Tensor]) -> torch.Tensor:
         torch._amp_foreach_non_finite_check_and_unscale_(same, found[dev], _one(dev))
     flags = [f == 0 if dev == device else (f == 0).to(device) for dev, f in found.items()]
     if rest:
-        norms = torch._foreach_norm(rest)
-        flags.append(torch.isfinite(torch.stack([n.to(torch.float32).to(device) for n in norms]).sum()))
+        flags.append(torch.isfinite(torch.stack([n.to(device) for n in float32_norms(rest)]).sum()))
     return flags[0] if len(flags) == 1 else torch.stack(flags).all()
 
 

@@ -37,7 +37,7 @@ import torch
 import torch.distributed as dist
 from torch.optim import Optimizer
 
-from precond.optim._common import PrecondOptimizer, state_dtype
+from precond.optim._common import PrecondOptimizer, float32_norms, state_dtype
 from precond.optim._factored import FactoredOptimizer
 from precond.optim.distributed._comm import all_gather_flat, all_reduce_sum, all_to_all_flat, shard_rows
 from precond.optim.distributed._plan import assign_owners
@@ -249,7 +249,7 @@ class ShardedOptimizer(Optimizer):
         bad = (
             self._nonfinite != "off"
             and bool(mine)
-            and not bool(torch.isfinite(torch.stack([n.float() for n in torch._foreach_norm(mine)]).square().sum()))
+            and not bool(torch.isfinite(torch.stack(float32_norms(mine)).square().sum()))
         )
         groups = self._inner_groups_with(has)
         due = self._inner._host_check_due(groups)
