@@ -98,6 +98,16 @@ def shampoo_family() -> Family:
             "1-D params: grafted Adam; conv kernels merged to [out, in·kh·kw]",
             refreshes=refreshes_ours,
         ),
+        # The nearest to pytorch_optimizer's math (no grafting; the rest as ours): its plain steps are the
+        # like-for-like comparison with the peer's, which grafts nothing.
+        Spec(
+            f"{ours} grafting=none",
+            lambda ps: Shampoo(
+                ps, betas=(0.9, 0.95), precondition_frequency=FREQ, max_precond_dim=MAX_DIM, grafting="none", **hp
+            ),
+            note="as ours, without grafting (pytorch_optimizer's Shampoo grafts nothing)",
+            refreshes=refreshes_ours,
+        ),
         # pytorch_optimizer 4.1.0 Shampoo: factors are running *sums* (AdaGrad-style, from eps·I), each inverse
         # root an SVD of one factor at a time (fp32, not batched), no grafting.  momentum=0 (its default): its
         # momentum mixes the last *preconditioned* step into the gradient the factors are built from, which on

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from precond.linalg import contract_all_but, inverse_root, project
+from precond.linalg import accumulate_gram_, inverse_root, project
 from precond.optim._adam import adam_direction_, bias_correction
 from precond.optim._common import masked
 
@@ -71,7 +71,8 @@ def shampoo_block_step_(
     weight = 1.0 if beta2 == 1.0 else 1.0 - beta2
     for i, factor in enumerate(factors):
         if factor is not None:
-            factor.mul_(masked(beta2, keep, 1.0)).add_(contract_all_but(grads, i), alpha=weight)
+            # the decay inside the GEMM (one pass over the factor); a skipped step keeps the old factor, selected
+            accumulate_gram_(factor, grads, i, weight, beta=beta2, keep=ok)
     if refresh:
         bc2 = torch.ones_like(step) if beta2 == 1.0 else bias_correction(beta2, step)
         for factor, root in zip(factors, roots, strict=True):
