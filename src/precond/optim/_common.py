@@ -214,8 +214,8 @@ def cache_sized_batches(lists: list[list[torch.Tensor]], budget: int) -> list[li
     An elementwise step over long tensor lists on the CPU runs pass after pass over every tensor, each pass
     streaming the whole list through memory; run batch by batch, a batch's tensors stay in cache from one pass to
     the next.  Small tensors are grouped whole; a tensor above ``budget`` is cut into flat views of ``budget``
-    elements (a multiple of every SIMD width, so each element is computed as in the whole tensor).  Every tensor
-    must be contiguous for its cut (a non-contiguous one is kept whole).
+    elements (keep ``budget`` a multiple of 64, every SIMD width, so that each element takes the same vector or
+    scalar path as in the whole tensor; Lion's 2¹⁸ is).  Only contiguous tensors are cut (others stay whole).
     """
     if sum(t.numel() for t in lists[0]) <= budget:
         return [lists]
