@@ -113,7 +113,8 @@ def test_family_mode_runs_and_reports_every_row(tiny: models.TransformerSize, tm
     shampoo = res["transformer"]["shampoo"]["optimizers"]
     peers = ("pytorch_optimizer Shampoo", "pytorch_optimizer ScalableShampoo")
     assert set(shampoo) == {ADAMW, "precond Shampoo", "precond Shampoo grafting=none", *peers}
-    for label in ("precond Shampoo", "precond Shampoo grafting=none", *peers):  # roots at steps 10 and 20: the timed steps 11-20 hold one
+    # roots at steps 10 and 20: the timed steps 11-20 hold one
+    for label in ("precond Shampoo", "precond Shampoo grafting=none", *peers):
         assert shampoo[label]["timed_steps"] == 10 and shampoo[label]["refreshes_timed"] == 1, label
         assert shampoo[label]["state_mib"] * 2**20 >= 4 * sum(m * m + n * n for m, n in tiny_matrices(TINY)), label
     lion, mfac = res["transformer"]["lion"]["optimizers"], res["transformer"]["mfac"]["optimizers"]
