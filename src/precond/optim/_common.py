@@ -191,7 +191,7 @@ def all_finite(tensors: list[torch.Tensor]) -> torch.Tensor:
         if dev not in found:
             found[dev] = torch.zeros((), dtype=torch.float32, device=dev)
         torch._amp_foreach_non_finite_check_and_unscale_(same, found[dev], _one(dev))
-    flags = [f == 0 if dev == device else (f == 0).to(device) for dev, f in found.items()]
+    flags = [(f == 0).to(device) for f in found.values()]
     if rest:
         flags.append(torch.isfinite(torch.stack([n.to(device) for n in float32_norms(rest)]).sum()))
     return flags[0] if len(flags) == 1 else torch.stack(flags).all()
@@ -350,6 +350,9 @@ class PrecondOptimizer(Optimizer, metaclass=ABCMeta):
     # ------------------------------------------------------------------ the step
     #: What to tell a caller who wraps ``step`` in ``torch.compile``; ``None`` where that is supported.
     _compile_hint: ClassVar[str | None] = None
+    #: Whether the step squares gradients (second moments, Kronecker factors): then the non-finite check also
+    #: counts an overflowing squared norm (:func:`nonfinite_flag`'s ``squared``).  Lion's step does not.
+    _squares_gradients: ClassVar[bool] = True
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -432,7 +435,8 @@ class PrecondOptimizer(Optimizer, metaclass=ABCMeta):
         return out
 
     def _finite_flag(self, params: list[torch.Tensor]) -> torch.Tensor | None:
-        return nonfinite_flag([p.grad for p in params if p.grad is not None], self._nonfinite)
+        grads = [p.grad for p in params if p.grad is not None]
+        return nonfinite_flag(grads, self._nonfinite, squared=self._squares_gradients)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict = check_state_dict(self, state_dict)  # another optimizer's: ValueError naming it; newer keys filled

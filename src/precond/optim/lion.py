@@ -24,7 +24,6 @@ from precond.optim._common import (
     check_lr,
     check_real,
     masked,
-    nonfinite_flag,
     state_dtype,
 )
 
@@ -123,6 +122,7 @@ class Lion(PrecondOptimizer):
     """
 
     optimizer_name = "Lion"
+    _squares_gradients = False  # finiteness alone decides, in one fused pass (``nonfinite_flag``)
 
     def __init__(
         self,
@@ -145,10 +145,6 @@ class Lion(PrecondOptimizer):
             state["exp_avg"] = torch.zeros_like(p, dtype=state_dtype(p), memory_format=torch.preserve_format)
             state["nonfinite_skips"] = torch.zeros((), dtype=torch.int64, device=p.device)
         return state
-
-    def _finite_flag(self, params: list[torch.Tensor]) -> torch.Tensor | None:
-        # Lion never squares a gradient: finiteness alone decides, in one fused pass
-        return nonfinite_flag([p.grad for p in params if p.grad is not None], self._nonfinite, squared=False)
 
     def _step_groups(self, groups: list[tuple[dict[str, Any], list[torch.Tensor]]], ok: torch.Tensor | None) -> None:
         for group, params in groups:
@@ -174,5 +170,4 @@ class Lion(PrecondOptimizer):
                     weight_decay=group["weight_decay"],
                     ok=ok,
                 )
-                if ok is not None:
-                    self._count_skips([s["nonfinite_skips"] for s in states], ok)
+                self._count_skips([s["nonfinite_skips"] for s in states], ok)

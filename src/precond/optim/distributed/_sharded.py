@@ -37,7 +37,7 @@ import torch
 import torch.distributed as dist
 from torch.optim import Optimizer
 
-from precond.optim._common import PrecondOptimizer, float32_norms, state_dtype
+from precond.optim._common import PrecondOptimizer, nonfinite_flag, state_dtype
 from precond.optim._factored import FactoredOptimizer
 from precond.optim.distributed._comm import all_gather_flat, all_reduce_sum, all_to_all_flat, shard_rows
 from precond.optim.distributed._plan import assign_owners
@@ -246,11 +246,7 @@ class ShardedOptimizer(Optimizer):
         # every gradient this rank holds (FSDP2: its shards); replicated gradients are checked on every rank, so
         # a replica that diverged (e.g. an inf on one rank only) still makes every rank take the same branch
         mine = [_local(p.grad) for p, h in zip(params, has, strict=True) if h]
-        bad = (
-            self._nonfinite != "off"
-            and bool(mine)
-            and not bool(torch.isfinite(torch.stack(float32_norms(mine)).square().sum()))
-        )
+        bad = self._nonfinite != "off" and bool(mine) and not bool(nonfinite_flag(mine, "skip"))
         groups = self._inner_groups_with(has)
         due = self._inner._host_check_due(groups)
         device = _local(params[0]).device if params else torch.device("cpu")  # NCCL reduces device tensors
