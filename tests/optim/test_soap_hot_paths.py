@@ -463,3 +463,30 @@ def test_stagger_spreads_refreshes_and_keeps_the_period() -> None:
 def test_bad_option_values_are_named(kwargs: dict, name: str) -> None:
     with pytest.raises(ValueError, match=name):
         SOAP([nn.Parameter(torch.randn(3, 3))], **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------- fused Adam
+def test_fused_adam_step_is_the_unfused_step_per_member_and_skips_bitwise() -> None:
+    """The fused CPU kernel (float32 state's default path) against the unfused passes: members at different
+    steps get their own bias corrections; a skipped call leaves the moments bitwise and returns zeros."""
+    from precond.optim._adam import adam_direction_, bias_correction, fused_adam_step_
+
+    g = torch.Generator().manual_seed(3)
+    grad = torch.randn(3, 17, 5, generator=g)
+    exp_avg, exp_avg_sq = torch.randn(3, 17, 5, generator=g) * 0.1, torch.rand(3, 17, 5, generator=g) * 0.01
+    step = torch.tensor([1.0, 4.0, 250.0])
+    lr, beta1, beta2, eps = 3e-3, 0.9, 0.99, 1e-8
+    m, v = exp_avg.clone(), exp_avg_sq.clone()
+    fused = fused_adam_step_(m, v, grad, step, lr, beta1, beta2, eps)
+    m_ref, v_ref = exp_avg.clone(), exp_avg_sq.clone()
+    bc2_sqrt = bias_correction(beta2, step).sqrt().view(-1, 1, 1)
+    direction = adam_direction_(m_ref, v_ref, grad, None, bc2_sqrt, beta1, beta2, eps, False)
+    want = direction * (-lr / bias_correction(beta1, step)).view(-1, 1, 1)
+    torch.testing.assert_close(fused, want, rtol=2e-6, atol=1e-9)
+    torch.testing.assert_close(m, m_ref, rtol=2e-6, atol=1e-9)
+    torch.testing.assert_close(v, v_ref, rtol=2e-6, atol=1e-12)
+    kept_m, kept_v = m.clone(), v.clone()
+    skipped = fused_adam_step_(m, v, grad, step, lr, beta1, beta2, eps, skip=torch.tensor(True))
+    assert torch.equal(m, kept_m) and torch.equal(v, kept_v) and not skipped.any()
+    kept = fused_adam_step_(m.clone(), v.clone(), grad, step, lr, beta1, beta2, eps, skip=torch.tensor(False))
+    assert torch.equal(kept, fused_adam_step_(m.clone(), v.clone(), grad, step, lr, beta1, beta2, eps))

@@ -87,6 +87,50 @@ def adam_direction_(
     return exp_avg / denom
 
 
+def fused_adam_step_(
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    g: torch.Tensor,
+    step: torch.Tensor,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    skip: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Adam's moment updates (in place) and its step ``−lr/bc1 · m / (sqrt(v)/sqrt(bc2) + eps)`` for a batched
+    ``[B, ...]`` block (``step`` ``[B]``: the bias corrections' ``t`` per member, already advanced), in one pass.
+
+    The same math as :func:`adam_direction_` times ``−lr/bc1`` (up to float rounding: the bias corrections are
+    formed in double inside the kernel): ATen's fused CPU Adam (``torch._fused_adam_``, what
+    ``torch.optim.Adam(fused=True)`` runs) applied to a zero "parameter" per member, which it turns into the
+    step.  One read of ``g, m, v`` and one write of ``m, v`` and the step, instead of the eight elementwise
+    passes of the unfused form.  For float32 state on the CPU only (the kernel rounds some of its constants to
+    float32, which float64 state would notice): callers use :func:`adam_direction_` elsewhere.
+
+    ``skip`` (0-d bool, optional): when true the moments stay bitwise unchanged and the step is zero (the
+    kernel's own ``found_inf``), so a kept masked step is bitwise the unmasked one.
+    """
+    out = torch.zeros_like(g)
+    torch._fused_adam_(
+        list(out.unbind(0)),
+        list(g.unbind(0)),
+        list(exp_avg.unbind(0)),
+        list(exp_avg_sq.unbind(0)),
+        [],
+        list(step.to(torch.float32).unbind(0)),  # the kernel reads float32 step counts
+        lr=lr,
+        beta1=beta1,
+        beta2=beta2,
+        weight_decay=0.0,
+        eps=eps,
+        amsgrad=False,
+        maximize=False,
+        found_inf=None if skip is None else skip.to(torch.float32),
+    )
+    return out
+
+
 @functools.cache
 def compiled_adam_direction() -> Callable[..., torch.Tensor]:
     return torch.compile(adam_direction_, fullgraph=True)

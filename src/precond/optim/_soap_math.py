@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 
 from precond.linalg import accumulate_gram_, change_basis, eigenbasis_refresh, eigh_robust, project, project_back
-from precond.optim._adam import adam_direction_, bias_correction, compiled_adam_direction
+from precond.optim._adam import adam_direction_, bias_correction, compiled_adam_direction, fused_adam_step_
 from precond.optim._common import masked
 
 
@@ -81,7 +81,60 @@ def soap_block_step_(
 
     g = project(grads, bases)
     step.add_(1.0 if keep is None else keep.to(step.dtype))
-    bshape = (-1,) + (1,) * (grads.dim() - 1)
+    if (
+        correct_bias
+        and not (compiled or reference or normalize_grads)
+        and g.device.type == "cpu"
+        and g.dtype == torch.float32
+    ):
+        direction = fused_adam_step_(
+            exp_avg, exp_avg_sq, g, step, lr, beta1, beta2, eps, skip=None if ok is None else ~ok
+        )
+        update = project_back(direction, bases)
+    else:
+        update = _unfused_update(
+            exp_avg,
+            exp_avg_sq,
+            g,
+            step,
+            bases,
+            keep,
+            lr,
+            beta1,
+            beta2,
+            eps,
+            correct_bias,
+            normalize_grads,
+            reference,
+            compiled,
+        )
+    if not initialize:
+        accumulate()
+    if refresh:
+        _refresh_(exp_avg, factors, bases, fallbacks, cholesky_qr, drift_tolerance)
+    return update
+
+
+def _unfused_update(
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    g: torch.Tensor,
+    step: torch.Tensor,
+    bases: Sequence[torch.Tensor | None],
+    keep: torch.Tensor | None,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    correct_bias: bool,
+    normalize_grads: bool,
+    reference: bool,
+    compiled: bool,
+) -> torch.Tensor:
+    """The update by separate elementwise passes: the reference's rounding, ``normalize_grads``, no bias
+    correction, ``compiled``, float64 state (the fused kernel forms its constants in float32) and accelerators;
+    the fused CPU kernel covers the default case."""
+    bshape = (-1,) + (1,) * (g.dim() - 1)
     if correct_bias:
         bc1 = bias_correction(beta1, step)
         bc2_sqrt = bias_correction(beta2, step).sqrt()
@@ -94,31 +147,38 @@ def soap_block_step_(
     if normalize_grads:
         rms = update.square().flatten(1).mean(1).sqrt().add_(1e-30)
         scale = scale / rms
-    update.mul_(masked(-scale, keep, 0.0).view(bshape))
+    return update.mul_(masked(-scale, keep, 0.0).view(bshape))
 
-    if not initialize:
-        accumulate()
-    if refresh:
-        news: list[torch.Tensor | None] = []
-        changed: torch.Tensor | None = None  # members with at least one recomputed basis (None: all)
-        for factor, basis in zip(factors, bases, strict=True):
-            if factor is None or basis is None:
+
+def _refresh_(
+    exp_avg: torch.Tensor,
+    factors: Sequence[torch.Tensor | None],
+    bases: Sequence[torch.Tensor | None],
+    fallbacks: torch.Tensor,
+    cholesky_qr: bool,
+    drift_tolerance: float,
+) -> None:
+    """One power-iteration + QR refresh of every factored dim, with the momentum transported into the new bases."""
+    bshape = (-1,) + (1,) * (exp_avg.dim() - 1)
+    news: list[torch.Tensor | None] = []
+    changed: torch.Tensor | None = None  # members with at least one recomputed basis (None: all)
+    for factor, basis in zip(factors, bases, strict=True):
+        if factor is None or basis is None:
+            news.append(None)
+            continue
+        out = eigenbasis_refresh(factor, basis, cholesky_qr=cholesky_qr, drift_tolerance=drift_tolerance)
+        fallbacks.add_(out.failed)
+        if out.refreshed is not None:
+            changed = out.refreshed if changed is None else changed | out.refreshed
+            if not bool(out.refreshed.any()):  # host sync (the refresh already synced): nothing moved
                 news.append(None)
                 continue
-            out = eigenbasis_refresh(factor, basis, cholesky_qr=cholesky_qr, drift_tolerance=drift_tolerance)
-            fallbacks.add_(out.failed)
-            if out.refreshed is not None:
-                changed = out.refreshed if changed is None else changed | out.refreshed
-                if not bool(out.refreshed.any()):  # host sync (the refresh already synced): nothing moved
-                    news.append(None)
-                    continue
-            news.append(out.basis)
-        moved = change_basis(exp_avg, bases, news)
-        if moved is not exp_avg:
-            if changed is not None and not bool(changed.all()):
-                moved = torch.where(changed.view(bshape), moved, exp_avg)  # untouched members stay bitwise
-            exp_avg.copy_(moved)
-        for basis, fresh in zip(bases, news, strict=True):
-            if basis is not None and fresh is not None:
-                basis.copy_(fresh)
-    return update
+        news.append(out.basis)
+    moved = change_basis(exp_avg, bases, news)
+    if moved is not exp_avg:
+        if changed is not None and not bool(changed.all()):
+            moved = torch.where(changed.view(bshape), moved, exp_avg)  # untouched members stay bitwise
+        exp_avg.copy_(moved)
+    for basis, fresh in zip(bases, news, strict=True):
+        if basis is not None and fresh is not None:
+            basis.copy_(fresh)
