@@ -129,42 +129,65 @@ def eigenbasis_refresh(
     their basis bitwise; ``refreshed`` says which).  That check reuses ``A Q``, so it saves the QR (and, in
     SOAP, the momentum transport) of factors whose basis still diagonalises them.  Syncs with the host once.
     """
-    power = factors @ basis
-    estimate = (basis * power).sum(-2)
+    # (A Q)ᵀ, whose row j is A q_j: the column norms, the reordering and Householder QR's column-major input are
+    # then row operations, with no transposing copy (each ~10 ms at d = 2048) when ``basis`` is column-major, as
+    # SOAP stores it.  Any layout gives the same numbers up to rounding.
+    power_t = basis.mT @ factors.mT
+    work = torch.empty_like(power_t)  # with ``power_t``, the only d×d buffers the refresh allocates
+    estimate = torch.mul(basis.mT, power_t, out=work).sum(-1)
     if drift_tolerance > 0:
-        refreshed = basis_drift(power, estimate) > drift_tolerance
+        refreshed = basis_drift(power_t.mT, estimate) > drift_tolerance
         count = int(refreshed.sum())
         if count == 0:
             return Refresh(basis, torch.zeros_like(refreshed), refreshed)
         if count < refreshed.numel():
             idx = refreshed.nonzero().squeeze(1)
-            new, failed = _power_qr(factors[idx], basis[idx], power[idx], estimate[idx], cholesky_qr)
+            new, failed = _power_qr(factors[idx], basis[idx], power_t[idx], estimate[idx], cholesky_qr)
             all_failed = torch.zeros_like(refreshed).index_copy_(0, idx, failed)
             return Refresh(basis.index_copy(0, idx, new), all_failed, refreshed)
-        new, failed = _power_qr(factors, basis, power, estimate, cholesky_qr)
+        new, failed = _power_qr(factors, basis, power_t, estimate, cholesky_qr, work)
         return Refresh(new, failed, refreshed)
-    new, failed = _power_qr(factors, basis, power, estimate, cholesky_qr)
+    new, failed = _power_qr(factors, basis, power_t, estimate, cholesky_qr, work)
     return Refresh(new, failed, None)
 
 
 def _power_qr(
-    factors: torch.Tensor, basis: torch.Tensor, power: torch.Tensor, estimate: torch.Tensor, cholesky_qr: bool
+    factors: torch.Tensor,
+    basis: torch.Tensor,
+    power_t: torch.Tensor,
+    estimate: torch.Tensor,
+    cholesky_qr: bool,
+    work: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Orthogonalise the columns of ``A Q`` (given as ``power_t = (A Q)ᵀ``) in descending order of ``estimate``
+    and put each back in its slot; returns ``(new basis, failed)``, column-major for Householder QR.
+
+    ``power_t`` and ``work`` (a contiguous buffer of its shape, allocated if not given) are overwritten: the
+    Householder path runs in them (QR in place, the result in ``power_t``'s memory), so that a refresh touches no
+    freshly allocated d×d memory beyond those two (each first touch of 16 MB costs ~4 ms of page faults)."""
+    if work is None:
+        work = torch.empty_like(power_t)
+    batch, d = estimate.shape
     order = estimate.argsort(dim=-1, descending=True)
-    index = order[:, None, :].expand_as(power)
     if cholesky_qr:
-        d = factors.shape[-1]
         shift = CHOLQR_SHIFT * factors.diagonal(dim1=-2, dim2=-1).sum(-1).abs() / d
-        power = power.add_(basis * shift[:, None, None])
+        power_t = power_t.add_(basis.mT * shift[:, None, None])
     # Unit columns: QR's Q is invariant to positive column scaling, and columns of tiny eigen-directions would
-    # otherwise sink into float32 subnormals, where LAPACK runs ~5x slower.  (In place: ``power`` is ours.  The
-    # norms as a sum of squares down the columns: ``norm(dim=-2)`` reduces across the rows' stride, ~7x slower.)
-    power = power.div_((power * power).sum(-2, keepdim=True).sqrt_().clamp_min(_ABS_FLOOR))
-    ordered = power.gather(-1, index)
-    q = _cholesky_qr2(ordered) if cholesky_qr else _householder_q(ordered)
-    # back to the slots: gather with the inverse permutation (the same entries as a scatter, several times faster)
-    inverse = order.argsort(dim=-1)
-    new = q.gather(-1, inverse[:, None, :].expand_as(q))
+    # otherwise sink into float32 subnormals, where LAPACK runs ~5x slower.
+    power_t = power_t.div_(torch.linalg.vector_norm(power_t, dim=-1, keepdim=True).clamp_min(_ABS_FLOOR))
+    offsets = torch.arange(batch, device=order.device)[:, None] * d
+    # the columns of A Q in order, column-major (LAPACK's layout): the rows of (A Q)ᵀ, gathered into ``work``
+    torch.index_select(power_t.view(batch * d, d), 0, (order + offsets).flatten(), out=work.view(batch * d, d))
+    ordered = work.mT
+    if cholesky_qr:
+        q = _cholesky_qr2(ordered)
+    else:
+        tau = torch.empty(batch, d, dtype=power_t.dtype, device=power_t.device)
+        q = torch.linalg.householder_product(*torch.geqrf(ordered, out=(ordered, tau)), out=ordered)
+    # back to the slots: the rows of Qᵀ in the inverse permutation, into ``power_t``'s memory (no longer needed)
+    inverse = (order.argsort(dim=-1) + offsets).flatten()
+    torch.index_select(q.mT.reshape(batch * d, d), 0, inverse, out=power_t.view(batch * d, d))
+    new = power_t.mT
     # the sum of an orthogonal Q's entries is 1ᵀQ1, at most d in magnitude: non-finite exactly when an entry is
     finite = torch.isfinite(new.sum((-2, -1)))
     if new.device.type == "cpu":  # the flag is read without a device sync: copy back only the failed members

@@ -89,7 +89,8 @@ def allocate(
     matrix_kinds: dict[str, str],
 ) -> None:
     """Zero moments and counters; per factored dim one ``[B, d, d]`` matrix per ``matrix_kinds`` entry,
-    starting as zeros (``"zeros"``, e.g. factors) or the identity (``"eye"``, e.g. bases, roots); float32."""
+    starting as zeros (``"zeros"``, e.g. factors) or the identity (``"eye"``, e.g. roots; ``"eye_columns"``: the
+    identity stored column-major, e.g. SOAP's bases); float32."""
     n = len(bucket.members)
     device = bucket.members[0].param.device
     for name in moment_names:
@@ -103,6 +104,9 @@ def allocate(
                 mats.append(None)
             elif kind == "eye":
                 mats.append(torch.eye(d, dtype=torch.float32, device=device).expand(n, d, d).clone())
+            elif kind == "eye_columns":  # stored column-major (LAPACK's layout: QR and eigh results copy in flat)
+                eye = torch.eye(d, dtype=torch.float32, device=device).expand(n, d, d)
+                mats.append(torch.empty((n, d, d), dtype=torch.float32, device=device).mT.copy_(eye))
             else:
                 mats.append(torch.zeros((n, d, d), dtype=torch.float32, device=device))
         bucket.matrices[name] = mats

@@ -182,7 +182,8 @@ class SOAP(FactoredOptimizer):
         "and call opt.step() uncompiled"
     )
     moment_names: ClassVar[tuple[str, ...]] = ("exp_avg", "exp_avg_sq")
-    matrix_kinds: ClassVar[dict[str, str]] = {"GG": "zeros", "Q": "eye"}
+    # the bases column-major: the refresh's QR and the first step's eigh hand them back in that layout
+    matrix_kinds: ClassVar[dict[str, str]] = {"GG": "zeros", "Q": "eye_columns"}
     counter_dtypes: ClassVar[dict[str, torch.dtype]] = {
         "step": torch.float32,
         "basis_fallbacks": torch.int64,
