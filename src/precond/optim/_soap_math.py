@@ -59,6 +59,9 @@ def soap_block_step_(
     Work per 2-D block ``m×n`` (issue 18): the factor EMAs are fused ``baddbmm`` calls (no Gram matrix
     allocated), the refresh's QR forms no ``R``, and the momentum is transported per side by the cheaper exact
     route (:func:`precond.linalg.change_basis`): for a ``[10, 2048]`` head that avoids a ``2048³`` rotation.
+    With float32 state on the CPU, Adam's moments and step are one fused kernel pass
+    (:func:`precond.optim._adam.fused_adam_step_`); bases are best stored column-major (SOAP's buffers are), the
+    layout in which the refresh needs no transposing copy.
     """
     keep = None if ok is None else ok.to(grads.dtype)
     if ok is not None:
