@@ -48,6 +48,16 @@ ROW_SET_CACHE = 4
 METHODS = ("exact", "cg", "sketch_cg")
 
 
+def nnz_buffer(cache: dict, name: str, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``cache``'s ``[like.numel()]`` scratch tensor ``(name, dtype)``, made on first use: an ``|Ω|``-sized product
+    per CG iteration into a fresh tensor costs a page fault per 4 kB on the CPU, several times the product itself
+    (measured, BENCHMARKS.md).  Its contents are only valid until the next use under the same name."""
+    key = (name, dtype)
+    if key not in cache:
+        cache[key] = torch.empty(like.numel(), dtype=dtype, device=like.device)
+    return cache[key]
+
+
 @dataclass(frozen=True)
 class RowBucket:
     """One bucket of rows of a :class:`RowIndex`: ``rows [B]``, ``design [B, w]`` (index of each observation's
@@ -94,6 +104,11 @@ class RowSet:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "csr", compact_indices(self.indptr, self.other))
+        object.__setattr__(self, "_buffers", {})
+
+    def buffer(self, name: str, dtype: torch.dtype) -> torch.Tensor:
+        """A ``[nnz]`` scratch tensor kept across calls (:func:`nnz_buffer`)."""
+        return nnz_buffer(self._buffers, name, self.other, dtype)  # type: ignore[attr-defined]
 
     def slice(self, start: int, stop: int) -> RowSet:
         """Rows ``start … stop − 1`` of this set."""
@@ -116,22 +131,35 @@ class RowIndex:
     """
 
     def __init__(self, index: torch.Tensor, other: torch.Tensor, n_rows: int) -> None:
-        by_other = torch.argsort(other, stable=True)
-        order = by_other[torch.argsort(index[by_other], stable=True)]
-        self.order, self.index, self.other, self.n_rows = order, index[order], other[order], n_rows
+        width = int(other.max()) + 1 if other.numel() else 1  # one sort of the (row, design row) key
+        order = torch.argsort(index * width + other, stable=True)
+        self.order, self.n_rows = order, n_rows  # (``index_select``: several times faster than ``[]`` below)
+        self.index, self.other = index.index_select(0, order), other.index_select(0, order)
         self.counts = torch.bincount(self.index, minlength=n_rows)
         self.indptr = torch.cat([self.counts.new_zeros(1), torch.cumsum(self.counts, 0)])
         self.csr = compact_indices(self.indptr, self.other)  # (indptr, other) for the sparse kernels
         self._buckets: list[RowBucket] | None = None
         self._bucket_members: tuple[torch.Tensor, torch.Tensor] | None = None  # (bucket id, row) of each member
         self._sets: dict[bytes, RowSet] = {}
+        self._buffers: dict = {}
+
+    def buffer(self, name: str, dtype: torch.dtype) -> torch.Tensor:
+        """A ``[|Ω|]`` scratch tensor kept across calls (:func:`nnz_buffer`)."""
+        return nnz_buffer(self._buffers, name, self.other, dtype)
+
+    def ones(self, dtype: torch.dtype) -> torch.Tensor:
+        """``[|Ω|]`` ones (the values of the observation pattern), kept across calls."""
+        key = ("ones", dtype)
+        if key not in self._buffers:
+            self._buffers[key] = torch.ones(self.other.numel(), dtype=dtype, device=self.other.device)
+        return self._buffers[key]
 
     @property
     def buckets(self) -> list[RowBucket]:
         """The non-empty rows in buckets of one padded width each (:func:`precond.linalg.pad_buckets`)."""
         if self._buckets is None:
             self._buckets = [
-                RowBucket(b.segments, torch.where(b.positions < 0, -1, self.other[b.positions.clamp(min=0)]), b.counts)
+                RowBucket(b.segments, torch.where(b.positions < 0, -1, _take(self.other, b.positions)), b.counts)
                 for b in pad_buckets(self.counts)
             ]
         return self._buckets
@@ -156,12 +184,16 @@ class RowIndex:
         if key not in self._sets:
             if len(self._sets) >= ROW_SET_CACHE:  # "auto" may change its CG rows between iterations: stay bounded
                 del self._sets[next(iter(self._sets))]
+            if rows.numel() == self.n_rows and bool((rows == torch.arange(self.n_rows, device=rows.device)).all()):
+                self._sets[key] = RowSet(rows, self.indptr, self.other, self.order, self.counts)  # all rows
+                return self._sets[key]
             counts = self.counts[rows]
             indptr = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
             nnz = int(indptr[-1])
             seg = torch.repeat_interleave(torch.arange(rows.numel(), device=rows.device), counts, output_size=nnz)
             pos = self.indptr[rows][seg] + torch.arange(nnz, device=rows.device) - indptr[seg]
-            self._sets[key] = RowSet(rows, indptr, self.other[pos], self.order[pos], counts)
+            other, order = self.other.index_select(0, pos), self.order.index_select(0, pos)
+            self._sets[key] = RowSet(rows, indptr, other, order, counts)
         return self._sets[key]
 
 
@@ -268,8 +300,8 @@ def _solve_cg(
     n_other = design.shape[0]
 
     def matvec(p: torch.Tensor) -> torch.Tensor:
-        wp = segment_dot(*rs.csr, p, design)  # W_i p_i at the observed entries
-        return segment_csr(*rs.csr, wp, n_other) @ design + lam[:, None] * p
+        wp = segment_dot(*rs.csr, p, design, out=rs.buffer("wp", design.dtype))  # W_i p_i at the observed entries
+        return (segment_csr(*rs.csr, wp, n_other) @ design).addcmul_(lam[:, None], p)
 
     return segment_pcg(matvec, rhs, tol=tol, max_iter=max_iter, x0=x0, precond=precond)
 
@@ -298,13 +330,16 @@ def solve_rows(
     budget: int = BLOCK_NUMBERS,
     sse: bool = True,
     min_cg_share: float = 0.0,
+    ordered: bool = False,
 ) -> tuple[torch.Tensor, CGStats]:
     """Solve every row's ridge problem; returns ``([n_rows, d], stats)``.
 
     Args:
         idx: the observations grouped by row (:class:`RowIndex`).
         design: the other side's factor ``[n_other, d]``; row ``j`` is the design row of observation ``(i, j)``.
-        target: ``[|Ω|]`` targets in the *original* observation order.
+        target: ``[|Ω|]`` targets in the *original* observation order (``ordered=False``), or already in ``idx``'s
+            CSR order, ``target[idx.order]`` (``ordered=True``: a caller that keeps its targets sorted saves a
+            random gather of ``|Ω|`` numbers per half-step).
         lam: ``[n_rows]`` ridge weight ``λ_i ≥ 0`` per row.
         plan: one of :data:`METHODS` for every bucket, or ``(width, d, κ) ↦ method`` per bucket, ``κ`` the
             bucket's largest :func:`condition_estimates` (asked with ``κ = 1`` first: the estimates are computed
@@ -322,7 +357,8 @@ def solve_rows(
     """
     d, n_other = design.shape[1], design.shape[0]
     out = torch.zeros(idx.n_rows, d, dtype=design.dtype, device=design.device)
-    t = target.index_select(0, idx.order)  # (``index_select``: several times faster than ``[]`` on the CPU)
+    # (``index_select``: several times faster than ``[]`` on the CPU)
+    t = target if ordered else torch.index_select(target, 0, idx.order, out=idx.buffer("target", target.dtype))
     rhs = segment_csr(*idx.csr, t, n_other) @ design  # W_iᵀ t_i of every row
     design_ext = torch.cat([design, design.new_zeros((1, d))])  # padding (index −1) reads the zero row
     cg_rows: dict[str, list[torch.Tensor]] = {}
@@ -332,8 +368,8 @@ def solve_rows(
     else:
         methods = [plan(bucket.width, d, 1.0) for bucket in idx.buckets]  # by cost alone first
         if any(m != "exact" for m in methods):  # then the conditioning (one pass, one host read)
-            gram_mean = torch.zeros(idx.n_rows, dtype=design.dtype, device=design.device)
-            gram_mean.index_add_(0, idx.index, design.square().sum(1).index_select(0, idx.other)).div_(d)
+            sq_norms = design.square().sum(1, keepdim=True)  # μ_i = Σ_{j∈Ω_i} ‖w_j‖² / d, one sparse product
+            gram_mean = (segment_csr(*idx.csr, idx.ones(design.dtype), n_other) @ sq_norms)[:, 0].div_(d)
             kappas = idx.bucket_max(condition_estimates(gram_mean, lam, idx.counts, d))
             methods = [plan(bucket.width, d, kappa) for bucket, kappa in zip(idx.buckets, kappas, strict=True)]
         cg_share = sum(int(b.counts.sum()) for b, m in zip(idx.buckets, methods, strict=True) if m != "exact")
@@ -343,14 +379,17 @@ def solve_rows(
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if method != "exact":
-            singular = (lam[bucket.rows] == 0) & (bucket.counts < d)
+            singular = (lam.index_select(0, bucket.rows) == 0) & (bucket.counts < d)
+            if not bool(singular.any()):
+                cg_rows.setdefault(method, []).append(bucket.rows)
+                continue
             cg_rows.setdefault(method, []).append(bucket.rows[~singular])
             bucket = bucket.select(singular)
         out.index_copy_(0, bucket.rows, _solve_exact(bucket, design_ext, rhs, lam, budget))
         exact_rows += int(bucket.rows.numel())
     iterations = unconverged = n_cg = 0
     for method, parts in cg_rows.items():
-        rs = idx.row_set(torch.cat(parts))
+        rs = idx.row_set(torch.sort(torch.cat(parts)).values)  # ascending: every row is idx's own CSR layout
         if rs.rows.numel() == 0:
             continue
         if x0 is None:
@@ -369,7 +408,8 @@ def solve_rows(
         n_cg += int(rs.rows.numel())
     total = float("nan")
     if sse:
-        total = float((t - segment_dot(*idx.csr, out, design)).double().square().sum())
+        residual = segment_dot(*idx.csr, out, design, out=idx.buffer("dot", design.dtype)).sub_(t)
+        total = float(torch.linalg.vector_norm(residual, dtype=torch.float64)) ** 2  # accumulated in float64
     return out, CGStats(iterations, unconverged, exact_rows, total, n_cg)
 
 

