@@ -277,3 +277,54 @@ def test_a_half_step_whose_cg_buckets_hold_few_observations_is_solved_exactly() 
     assert mixed.cg_rows > 0 and exact.cg_rows == 0
     assert exact.exact_rows == int((idx.counts > 0).sum())
     torch.testing.assert_close(got, ridge_rows(idx, W, t, lam), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("plan", ["exact", "cg", "sketch_cg"])
+def test_targets_in_csr_order_give_the_same_half_step(plan: str) -> None:
+    """``ordered=True`` (targets already in the row index's CSR order) is the same solve bit for bit, and a second
+    call reuses the kept buffers without reading stale numbers."""
+    from precond.completion._solve import solve_rows
+
+    idx, W, t, m = _half_step_problem(1)
+    lam = torch.full((m,), 0.3, dtype=torch.float64)
+    kw = {"x0": torch.zeros(m, W.shape[1], dtype=torch.float64), "tol": 1e-10, "max_iter": 50}
+    g = (8, torch.Generator().manual_seed(0))
+    plain, s_plain = solve_rows(idx, W, t, lam, plan, sketch=g, **kw)  # type: ignore[arg-type]
+    g = (8, torch.Generator().manual_seed(0))
+    ordered, s_ord = solve_rows(idx, W, t[idx.order], lam, plan, sketch=g, ordered=True, **kw)  # type: ignore[arg-type]
+    assert torch.equal(plain, ordered) and s_plain.sse == s_ord.sse
+    rows, cols = idx.index.numpy(), idx.other.numpy()
+    direct = float(((t[idx.order].numpy() - (plain.numpy()[rows] * W.numpy()[cols]).sum(1)) ** 2).sum())
+    assert s_plain.sse == pytest.approx(direct, rel=1e-12)
+    t2 = 2 * t  # the same buffers, new numbers
+    twice, _ = solve_rows(idx, W, t2, lam, plan, sketch=(8, torch.Generator().manual_seed(0)), **kw)  # type: ignore[arg-type]
+    if plan == "exact":
+        torch.testing.assert_close(twice, 2 * plain, rtol=1e-12, atol=1e-12)
+
+
+def test_all_row_set_is_the_row_index_itself_and_a_subset_is_gathered() -> None:
+    idx, _, _, m = _half_step_problem(2)
+    every = idx.row_set(torch.arange(m))
+    assert every.other is idx.other and every.order is idx.order and torch.equal(every.indptr, idx.indptr)
+    some = idx.row_set(torch.tensor([2, 5, 9]))
+    for i, row in enumerate([2, 5, 9]):
+        a, b = int(idx.indptr[row]), int(idx.indptr[row + 1])
+        assert torch.equal(some.other[some.indptr[i] : some.indptr[i + 1]], idx.other[a:b])
+        assert torch.equal(some.order[some.indptr[i] : some.indptr[i + 1]], idx.order[a:b])
+
+
+def test_held_out_rmse_equals_the_direct_formula_with_biases_and_repeats() -> None:
+    from precond.completion._complete import HeldOut
+
+    rng = np.random.default_rng(3)
+    m, n, k = 30, 20, 3
+    rows, cols = rng.integers(0, m, 200), rng.integers(0, n, 200)
+    rows[:5], cols[:5] = 4, 7  # a repeated held-out entry is kept, as check_observations("keep") does
+    vals = rng.standard_normal(200)
+    U, V = torch.randn(m, k, dtype=torch.float64), torch.randn(n, k, dtype=torch.float64)
+    b, c = torch.randn(m, dtype=torch.float64), torch.randn(n, dtype=torch.float64)
+    held = HeldOut(torch.as_tensor(rows), torch.as_tensor(cols), torch.as_tensor(vals), m, torch.device("cpu"))
+    pred = (U.numpy()[rows] * V.numpy()[cols]).sum(1) + b.numpy()[rows] + c.numpy()[cols] + 0.25
+    expected = math.sqrt(float(np.mean((vals - pred) ** 2)))
+    assert held.rmse(U, V, b, c, 0.25) == pytest.approx(expected, rel=1e-12)
+    assert held.rmse(U, V, b, c, 0.25) == pytest.approx(expected, rel=1e-12)  # the kept buffer, reused

@@ -162,3 +162,26 @@ def test_compact_indices_give_the_same_products_bitwise() -> None:
     rows = torch.repeat_interleave(torch.arange(40), counts)
     dense[rows, columns] = values
     torch.testing.assert_close(segment_csr(*small, values, 30) @ Y, dense @ Y)
+
+
+def test_segment_dot_into_a_kept_buffer() -> None:
+    """``out=``: the product lands in the caller's buffer (same storage, same numbers as without it) whatever the
+    buffer held before (NaN, inf: torch scales old values by beta = 0, which would keep a NaN); a buffer of the wrong
+    shape or dtype is refused; with autograd on, the out-of-place path keeps the graph."""
+    counts, n, d = [3, 0, 7, 1, 12], 15, 4
+    indptr, cols = _segments(counts, n, 0)
+    g = torch.Generator().manual_seed(2)
+    X, Y = torch.randn(len(counts), d, generator=g), torch.randn(n, d, generator=g)
+    expected = segment_dot(indptr, cols, X, Y)
+    for junk in (math.nan, math.inf, 7.0):
+        buf = torch.full((cols.numel(),), junk)
+        got = segment_dot(indptr, cols, X, Y, out=buf)
+        assert got.data_ptr() == buf.data_ptr() and torch.equal(got, expected)
+    with pytest.raises(ValueError, match="`out` must be a contiguous"):
+        segment_dot(indptr, cols, X, Y, out=torch.empty(cols.numel() + 1))
+    with pytest.raises(ValueError, match="`out` must be a contiguous"):
+        segment_dot(indptr, cols, X, Y, out=torch.empty(cols.numel(), dtype=torch.float64))
+    Xg = X.clone().requires_grad_()
+    segment_dot(indptr, cols, Xg, Y).sum().backward()
+    seg = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+    torch.testing.assert_close(Xg.grad, torch.zeros_like(X).index_add_(0, seg, Y[cols]))
