@@ -328,3 +328,49 @@ def test_held_out_rmse_equals_the_direct_formula_with_biases_and_repeats() -> No
     expected = math.sqrt(float(np.mean((vals - pred) ** 2)))
     assert held.rmse(U, V, b, c, 0.25) == pytest.approx(expected, rel=1e-12)
     assert held.rmse(U, V, b, c, 0.25) == pytest.approx(expected, rel=1e-12)  # the kept buffer, reused
+
+
+@pytest.mark.parametrize("plan", ["cg", "sketch_cg"])
+def test_a_handed_in_residual_gives_the_same_cg_half_step(plan: str) -> None:
+    """``residual0 = t − W_i x0_i`` (in CSR order) starts every row's CG without a sampled product and gives the same
+    solution; a CG run over only some rows ignores it."""
+    from precond.completion._solve import solve_rows
+
+    rng = np.random.default_rng(4)
+    m, n, d = 30, 40, 4
+    mask = rng.random((m, n)) < 0.4
+    mask[:, 0] = True  # every row observed
+    rows, cols = np.nonzero(mask)
+    idx = RowIndex(torch.as_tensor(rows), torch.as_tensor(cols), m)
+    W = torch.as_tensor(rng.standard_normal((n, d)))
+    t = torch.as_tensor(rng.standard_normal(rows.size))[idx.order]
+    x0 = torch.as_tensor(rng.standard_normal((m, d)))
+    lam = torch.full((m,), 0.2, dtype=torch.float64)
+    e0 = t - (x0[idx.index] * W[idx.other]).sum(1)
+    kw = {"x0": x0, "tol": 1e-12, "max_iter": 100, "ordered": True}
+
+    def run(**extra: object) -> torch.Tensor:
+        out, stats = solve_rows(idx, W, t, lam, plan, sketch=(8, torch.Generator().manual_seed(0)), **kw, **extra)  # type: ignore[arg-type]
+        assert stats.unconverged == 0
+        return out
+
+    plain, handed = run(), run(residual0=e0)
+    torch.testing.assert_close(handed, plain, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(handed, ridge_rows(idx, W, t[torch.argsort(idx.order)], lam), rtol=1e-8, atol=1e-8)
+    wrong = run(residual0=torch.zeros_like(e0))  # not the residual of x0: used, so the answer moves
+    assert float((wrong - plain).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("biases", [False, True])
+def test_recorded_train_rmse_is_the_residual_at_the_returned_factors(solver: str, biases: bool) -> None:
+    """The objective's residual (handed from iteration to iteration by the CG solvers) equals the direct formula at
+    the returned factors."""
+    rng = np.random.default_rng(5)
+    m, n, k = 50, 40, 3
+    M = low_rank(m, n, k, seed=6) + 0.05 * rng.standard_normal((m, n)) + 1.0
+    rows, cols = np.nonzero(rng.random((m, n)) < 0.5)
+    kw = {"reg": 0.1, "solver": solver, "max_iter": 4, "tol": 0.0, "biases": biases, "warn": False}
+    res = complete(rows, cols, M[rows, cols], (m, n), k, **kw)  # type: ignore[arg-type]
+    pred = res.predict(rows, cols)
+    assert res.history[-1][1] == pytest.approx(math.sqrt(float(np.mean((M[rows, cols] - pred) ** 2))), rel=1e-9)

@@ -185,3 +185,27 @@ def test_segment_dot_into_a_kept_buffer() -> None:
     segment_dot(indptr, cols, Xg, Y).sum().backward()
     seg = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
     torch.testing.assert_close(Xg.grad, torch.zeros_like(X).index_add_(0, seg, Y[cols]))
+
+
+def test_segment_pcg_with_a_given_initial_residual_is_the_same_run() -> None:
+    """``r0 = b − H x0`` handed in replaces the first matvec: same iterates bit for bit, one matvec fewer; ``r0``
+    without ``x0`` is refused."""
+    g = torch.Generator().manual_seed(7)
+    A = torch.randn(6, 5, 5, generator=g, dtype=torch.float64)
+    H = A @ A.mT + 0.1 * torch.eye(5, dtype=torch.float64)
+    b, x0 = torch.randn(6, 5, generator=g, dtype=torch.float64), torch.randn(6, 5, generator=g, dtype=torch.float64)
+    calls = []
+
+    def matvec(p: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return (H @ p[:, :, None])[:, :, 0]
+
+    x_a, it_a, ok_a = segment_pcg(matvec, b, tol=1e-12, max_iter=50, x0=x0)
+    n_a = len(calls)
+    r0 = b - (H @ x0[:, :, None])[:, :, 0]
+    x_b, it_b, ok_b = segment_pcg(matvec, b, tol=1e-12, max_iter=50, x0=x0, r0=r0)
+    assert len(calls) - n_a == n_a - 1
+    assert torch.equal(x_a, x_b) and torch.equal(it_a, it_b) and bool(ok_a.all() and ok_b.all())
+    torch.testing.assert_close(x_a, torch.linalg.solve(H, b), rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match="`r0` is the residual of a warm start"):
+        segment_pcg(matvec, b, tol=1e-12, max_iter=5, r0=r0)

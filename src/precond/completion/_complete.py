@@ -164,6 +164,7 @@ class _HalfStep:
         *,
         sse: bool = True,
         ordered: bool = False,
+        residual0: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, CGStats]:
         d = self.d
         plan = auto_method if self.solver == "auto" else self.solver
@@ -180,6 +181,7 @@ class _HalfStep:
             sse=sse,
             min_cg_share=AUTO_MIN_CG_SHARE if self.solver == "auto" else 0.0,
             ordered=ordered,
+            residual0=residual0,
         )
 
 
@@ -423,38 +425,42 @@ def complete(
     col_step = _HalfStep(solver, by_col, lam_v, d, sketch_gen)
     # the targets in each side's CSR order, sorted once (a half-step then gathers only the other side's biases)
     centered_r, centered_c = centered.index_select(0, by_row.order), centered.index_select(0, by_col.order)
-    row_target, col_target, ordered = centered_r, centered_c, True
     progress = Progress(floor, tol, dt, start)
+
+    def row_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The row half-step's design, targets (row CSR order) and warm start at the current factors."""
+        if not biases:
+            return V, centered_r, U
+        return torch.cat([V, ones_n], 1), centered_r - cb.index_select(0, by_row.other), torch.cat([U, b[:, None]], 1)
+
+    # Residual hand-off (CG solvers, all samples): the model's residual at the end of an iteration, computed in the
+    # row side's CSR order, is both the objective's residual and the next row half-step's initial residual (its
+    # CG then skips one sampled product); the column half-step then needs no residual of its own.
+    handoff = solver != "exact" and parts is None
+    residual = None
+    row_in = row_inputs()
     for iterations in range(1, max_iter + 1):
         cg_tol = 0.0 if solver == "exact" else cg_tolerance(iterations, dt)
-        if biases:
-            x, s_row = row_step(
-                torch.cat([V, ones_n], 1),
-                centered_r - cb.index_select(0, by_row.other),
-                torch.cat([U, b[:, None]], 1),
-                cg_tol,
-                sse=False,
-                ordered=True,
-            )
-            U, b = x[:, :k], x[:, k]
-            y, s_col = col_step(
-                torch.cat([U, ones_m], 1),
-                centered_c - b.index_select(0, by_col.other),
-                torch.cat([V, cb[:, None]], 1),
-                cg_tol,
-                sse=parts is None,
-                ordered=True,
-            )
-            V, cb = y[:, :k], y[:, k]
+        if parts is None:
+            x, s_row = row_step(*row_in, cg_tol, sse=False, ordered=True, residual0=residual)
+            U, b = (x[:, :k], x[:, k]) if biases else (x, b)
+            col_design = torch.cat([U, ones_m], 1) if biases else U
+            col_target = centered_c - b.index_select(0, by_col.other) if biases else centered_c
+            col_x0 = torch.cat([V, cb[:, None]], 1) if biases else V
+            y, s_col = col_step(col_design, col_target, col_x0, cg_tol, sse=not handoff, ordered=True)
+            V, cb = (y[:, :k], y[:, k]) if biases else (y, cb)
+            row_in = row_inputs()
+            if handoff:
+                design_r, target_r, x0_r = row_in
+                kept = by_row.buffer("handoff", dt)  # consumed by the next row half-step before it is rewritten
+                residual = segment_dot(*by_row.csr, x0_r, design_r, out=kept).neg_().add_(target_r)
         else:
-            if parts is not None:
-                pr, pc = parts[iterations], parts[max_iter + iterations]
-                by_r, by_c = RowIndex(r[pr], c[pr], m), RowIndex(c[pc], r[pc], n)
-                row_step = _HalfStep(solver, by_r, _lam(reg, by_r.counts, reg_scaling, dt), d, sketch_gen)
-                col_step = _HalfStep(solver, by_c, _lam(reg, by_c.counts, reg_scaling, dt), d, sketch_gen)
-                row_target, col_target, ordered = centered[pr], centered[pc], False
-            U, s_row = row_step(V, row_target, U, cg_tol, sse=False, ordered=ordered)
-            V, s_col = col_step(U, col_target, V, cg_tol, sse=parts is None, ordered=ordered)
+            pr, pc = parts[iterations], parts[max_iter + iterations]
+            by_r, by_c = RowIndex(r[pr], c[pr], m), RowIndex(c[pc], r[pc], n)
+            row_step = _HalfStep(solver, by_r, _lam(reg, by_r.counts, reg_scaling, dt), d, sketch_gen)
+            col_step = _HalfStep(solver, by_c, _lam(reg, by_c.counts, reg_scaling, dt), d, sketch_gen)
+            U, s_row = row_step(V, centered[pr], U, cg_tol, sse=False)
+            V, s_col = col_step(U, centered[pc], V, cg_tol, sse=False)
         progress.solves.append(
             SolveEntry(
                 iterations,
@@ -464,7 +470,9 @@ def complete(
                 s_row.exact_rows + s_col.exact_rows,
             )
         )
-        if parts is None:  # the column half-step saw every observation: its residual is the objective's
+        if residual is not None:
+            sse = float(torch.linalg.vector_norm(residual, dtype=torch.float64)) ** 2
+        elif parts is None:  # the column half-step saw every observation: its residual is the objective's
             sse = s_col.sse
         else:
             sse = float((centered - (U.index_select(0, r) * V.index_select(0, c)).sum(1)).double().square().sum())

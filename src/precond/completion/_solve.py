@@ -294,16 +294,21 @@ def _solve_cg(
     tol: float,
     max_iter: int,
     precond: Callable[[torch.Tensor], torch.Tensor] | None,
+    residual0: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Batched (P)CG on ``(W_iᵀW_i + λ_i I) x_i = rhs_i`` for the rows of ``rs`` from ``x0``, matrix-free
-    (:func:`precond.linalg.segment_pcg`)."""
+    (:func:`precond.linalg.segment_pcg`); ``residual0`` (``t − W_i x0_i`` at the observations of ``rs``) makes the
+    initial residual ``W_iᵀ residual0 − λ_i x0_i`` one sparse product instead of a matvec."""
     n_other = design.shape[0]
+    r0 = None
+    if residual0 is not None:
+        r0 = (segment_csr(*rs.csr, residual0, n_other) @ design).addcmul_(lam[:, None], x0, value=-1.0)
 
     def matvec(p: torch.Tensor) -> torch.Tensor:
         wp = segment_dot(*rs.csr, p, design, out=rs.buffer("wp", design.dtype))  # W_i p_i at the observed entries
         return (segment_csr(*rs.csr, wp, n_other) @ design).addcmul_(lam[:, None], p)
 
-    return segment_pcg(matvec, rhs, tol=tol, max_iter=max_iter, x0=x0, precond=precond)
+    return segment_pcg(matvec, rhs, tol=tol, max_iter=max_iter, x0=x0, precond=precond, r0=r0)
 
 
 def condition_estimates(gram_mean: torch.Tensor, lam: torch.Tensor, counts: torch.Tensor, d: int) -> torch.Tensor:
@@ -331,6 +336,7 @@ def solve_rows(
     sse: bool = True,
     min_cg_share: float = 0.0,
     ordered: bool = False,
+    residual0: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, CGStats]:
     """Solve every row's ridge problem; returns ``([n_rows, d], stats)``.
 
@@ -340,6 +346,10 @@ def solve_rows(
         target: ``[|Ω|]`` targets in the *original* observation order (``ordered=False``), or already in ``idx``'s
             CSR order, ``target[idx.order]`` (``ordered=True``: a caller that keeps its targets sorted saves a
             random gather of ``|Ω|`` numbers per half-step).
+        residual0: ``t − W_i x0_i`` at every observation, in ``idx``'s CSR order, when the caller has it (the
+            previous half-step's residual is this one's, both being the model's residual at the current factors):
+            a CG run over every row then starts with one sparse product instead of a matvec (a sampled product
+            saved).  Ignored by the exact rows and by a CG run over some of the rows.
         lam: ``[n_rows]`` ridge weight ``λ_i ≥ 0`` per row.
         plan: one of :data:`METHODS` for every bucket, or ``(width, d, κ) ↦ method`` per bucket, ``κ`` the
             bucket's largest :func:`condition_estimates` (asked with ``κ = 1`` first: the estimates are computed
@@ -401,7 +411,9 @@ def solve_rows(
             precond = _sketch_precond(rs, design, lam.index_select(0, rs.rows), sketch[0], sketch[1], budget)
         x0_rs = x0.index_select(0, rs.rows).to(design.dtype)
         rhs_rs, lam_rs = rhs.index_select(0, rs.rows), lam.index_select(0, rs.rows)
-        x, its, ok = _solve_cg(rs, design, rhs_rs, lam_rs, x0_rs, tol, max_iter, precond)
+        every_row = residual0 is not None and rs.other is idx.other  # the all-rows set is idx's own layout
+        e0 = residual0 if every_row else None
+        x, its, ok = _solve_cg(rs, design, rhs_rs, lam_rs, x0_rs, tol, max_iter, precond, e0)
         out.index_copy_(0, rs.rows, x)
         iterations = max(iterations, int(its.max()))
         unconverged += int((~ok).sum())

@@ -20,6 +20,7 @@ def segment_pcg(
     max_iter: int,
     x0: torch.Tensor | None = None,
     precond: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    r0: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Preconditioned CG on ``n_seg`` independent SPD systems ``H_i x_i = b_i`` at once (Hestenes–Stiefel 1952).
 
@@ -35,6 +36,7 @@ def segment_pcg(
         max_iter: iteration cap ``≥ 0``.
         x0: warm start ``[n_seg, d]`` (default zero).
         precond: ``r ↦ P⁻¹ r`` batched like ``matvec`` (default: none).
+        r0: the initial residual ``b − H x0`` when the caller already has it (saves one ``matvec``; with ``x0``).
 
     Returns:
         ``(x, iterations, converged)``: the solutions, the iterations each system ran ``[n_seg]`` (int64) and
@@ -52,7 +54,9 @@ def segment_pcg(
 
     # in place throughout: each iteration's vector updates are a few ``[n_seg, d]`` passes, no new tensors
     x = torch.zeros_like(b) if x0 is None else x0.clone()
-    r = b - matvec(x) if x0 is not None else b.clone()
+    if r0 is not None and x0 is None:
+        raise ValueError("`r0` is the residual of a warm start: pass `x0` too")
+    r = (b - matvec(x) if r0 is None else r0.clone()) if x0 is not None else b.clone()
     threshold = (tol_t * torch.linalg.vector_norm(b, dim=1)).reshape(-1)
     threshold = threshold.expand(b.shape[0])
     iterations = torch.zeros(b.shape[0], dtype=torch.int64, device=b.device)
