@@ -352,7 +352,9 @@ def complete(
     Cold start: a row (column) without observations gets a zero factor and zero bias, so its predictions are
     ``μ + c_j`` (``μ + b_i``), or 0 without biases; the other rows are unaffected.
 
-    Memory: ``O(|Ω| (k + 10))`` for the initial SVD, ``O(|Ω|)`` for the sorted observations and residuals, plus the
+    Memory: ``O(|Ω| (k + 10))`` for the initial SVD, ``O(|Ω|)`` for the sorted observations and residuals (the
+    targets in both sides' order and up to four ``|Ω|``-vectors of scratch kept for the fit, so that no product
+    allocates per CG iteration), plus the
     blocks of :mod:`._solve` (at most ``2¹⁸`` numbers of gathered design and ``2¹⁷`` of Gram matrices, 3 MB in
     float64); the CG solvers gather no design (their products run on the observations' sparse matrix), and
     ``"sketch_cg"`` keeps one ``(k+1)²`` preconditioner factor per sketched row.
