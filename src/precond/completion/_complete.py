@@ -353,7 +353,7 @@ def complete(
     ``μ + c_j`` (``μ + b_i``), or 0 without biases; the other rows are unaffected.
 
     Memory: ``O(|Ω| (k + 10))`` for the initial SVD, ``O(|Ω|)`` for the sorted observations and residuals (the
-    targets in both sides' order and up to four ``|Ω|``-vectors of scratch kept for the fit, so that no product
+    targets in both sides' order and up to five ``|Ω|``-vectors of scratch kept for the fit, so that no product
     allocates per CG iteration), plus the
     blocks of :mod:`._solve` (at most ``2¹⁸`` numbers of gathered design and ``2¹⁷`` of Gram matrices, 3 MB in
     float64); the CG solvers gather no design (their products run on the observations' sparse matrix), and
