@@ -149,10 +149,9 @@ class RowIndex:
 
     def ones(self, dtype: torch.dtype) -> torch.Tensor:
         """``[|Ω|]`` ones (the values of the observation pattern), kept across calls."""
-        key = ("ones", dtype)
-        if key not in self._buffers:
-            self._buffers[key] = torch.ones(self.other.numel(), dtype=dtype, device=self.other.device)
-        return self._buffers[key]
+        fresh = ("ones", dtype) not in self._buffers
+        ones = nnz_buffer(self._buffers, "ones", self.other, dtype)
+        return ones.fill_(1.0) if fresh else ones
 
     @property
     def buckets(self) -> list[RowBucket]:
